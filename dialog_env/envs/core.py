@@ -1,0 +1,236 @@
+"""The dialogue loop shared by the act-mode and text-mode PersonaRec environments."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from dialog_env import acts as A
+from dialog_env.acts import ActTable, DialogueAct
+from dialog_env.context import TurnContext
+from dialog_env.nlg import AgentNLG
+from dialog_env.nlu import Lexicon
+from dialog_env.persona import SPLITS, Persona, PersonaSampler, coerce_persona, load_personas
+from dialog_env.tracker import DialogueStateTracker
+from dialog_env.user import AgendaUser, UserTurn
+from dialog_env.world import World, load_world
+from rewards.compose import WeightedReward
+
+ROLE_USER, ROLE_AGENT = "user", "assistant"
+
+
+class PersonaRecCore(gym.Env):
+    """Shared machinery of :class:`PersonaRecEnv` and :class:`PersonaRecTextEnv`.
+
+    Subclasses define the spaces, turn an action into ``(acts, text)`` and build observations.
+    See :class:`~dialog_env.envs.persona_rec.PersonaRecEnv` for the full specification.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(
+        self,
+        world: str | None = None,
+        split: str = "train",
+        persona_file: str | None = None,
+        noise: float = 0.0,
+        tracker: str = "rule",
+        reward_weights: Mapping[str, float] | None = None,
+        max_turns: int = 20,
+        render_mode: str | None = None,
+        debug: bool = False,
+    ) -> None:
+        if split not in (*SPLITS, "all"):
+            raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0.0 <= noise < 1.0:
+            raise ValueError(f"noise (semantic error rate) must be a number in [0, 1), got {noise!r}")
+        if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
+            raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self._init_kwargs: dict[str, Any] = {
+            "world": world, "split": split, "persona_file": persona_file, "noise": noise, "tracker": tracker,
+            "reward_weights": dict(reward_weights) if reward_weights is not None else None, "max_turns": max_turns,
+        }
+        self.world: World = load_world(world)
+        self.split = split
+        self.noise = float(noise)
+        self.max_turns = max_turns
+        self.render_mode = render_mode
+        self.debug = bool(debug)
+        self.lexicon = Lexicon(self.world)
+        self.act_table = ActTable(self.world)
+        self.agent_nlg = AgentNLG(self.world)
+        self.tracker = DialogueStateTracker(self.world, tracker, self.lexicon)
+        self.user = AgendaUser(self.world)
+        self.reward_fn = WeightedReward(reward_weights)
+        self.sampler = PersonaSampler(self.world, split)
+        self.personas: list[Persona] | None = (
+            load_personas(persona_file, self.world) if persona_file is not None else None
+        )
+        self._episode_over = True
+        self._history: list[tuple[str, str]] = []
+        self._rewards: list[dict[str, float]] = []
+
+    # -- episode ------------------------------------------------------------------------------
+    def _start(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        self._reset_record = {"seed": seed, "options": {k: (v.to_dict() if isinstance(v, Persona) else v) for k, v in options.items()}}
+        unknown = set(options) - {"persona", "goal"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: ['persona', 'goal']")
+        if "persona" in options:
+            persona = coerce_persona(options["persona"], self.world)
+        elif self.personas is not None:
+            persona = self.personas[int(self.np_random.integers(len(self.personas)))]
+        else:
+            persona = self.sampler.sample(self.np_random)
+        value_idx = self.world.value_indices(persona.values)
+        if "goal" in options:
+            goal = options["goal"]
+            if goal not in self.world.category:
+                raise ValueError(f"reset option 'goal' must be one of {list(self.world.category)}, got {goal!r}")
+        else:
+            ok = self.world.acceptable_mask(value_idx)
+            cats = np.unique(self.world.item_category[ok]) if ok.any() else np.arange(len(self.world.categories))
+            goal = self.world.categories[int(cats[int(self.np_random.integers(len(cats)))])].id
+        # Phrasing and user choices come from a generator derived from np_random: a seed fixes all.
+        self._rng = random.Random(int(self.np_random.integers(2**63)))
+        self.persona, self.goal = persona, goal
+        self._value_idx = value_idx
+        self.tracker.reset()
+        opening = self.user.reset(persona, goal, self._rng)
+        text = self._heard(opening)[1]
+        self.tracker.update_user(text, opening.acts)
+        self._revealed = dict(self.user.revealed)
+        self._history = [(ROLE_USER, text)]
+        self._rewards = []
+        self._turn = 0
+        self._episode_over = False
+        return opening
+
+    def _heard(self, turn: UserTurn) -> tuple[tuple[DialogueAct, ...], str]:
+        """Pass the user's turn through the semantic-error channel (PyDial's noise model)."""
+        if self.noise <= 0.0:
+            return turn.acts, turn.text
+        rng, heard, changed = self._rng, [], False
+        for a in turn.acts:
+            if a.intent in (A.INFORM, A.AFFIRM) and rng.random() < self.noise:
+                others = [v for v in self.world.slot[a.slot].value_ids if v != a.value]
+                a = DialogueAct(a.intent, a.slot, rng.choice(others))
+                changed = True
+            heard.append(a)
+        if not changed:
+            return turn.acts, turn.text
+        acts = tuple(heard)
+        return acts, self.user.render(acts)
+
+    def _advance(self, acts: tuple[DialogueAct, ...], agent_text: str) -> tuple[float, bool, dict[str, Any]]:
+        """Run one agent turn through user, channel, tracker and rewards."""
+        if self._episode_over:
+            raise RuntimeError("the episode is over (terminated or truncated); call reset() before step()")
+        before = self.tracker.view()
+        history = tuple(self._history)
+        self.tracker.update_agent(acts)
+        turn = self.user.respond(acts, agent_text)
+        _, user_text = self._heard(turn)
+        self.tracker.update_user(user_text, turn.acts)
+        revealed_before, self._revealed = self._revealed, dict(self.user.revealed)
+        ctx = TurnContext(
+            world=self.world,
+            turn=self._turn,
+            agent_text=agent_text,
+            agent_acts=acts,
+            user_text=user_text,
+            user_acts=turn.acts,
+            history=history,
+            before=before,
+            after=self.tracker.view(),
+            persona=self.persona,
+            goal=self.goal,
+            revealed_before=revealed_before,
+            revealed=self._revealed,
+            outcome=turn.outcome,
+        )
+        totals, per_term = self.reward_fn([ctx])
+        terms = {k: v[0] for k, v in per_term.items()}
+        self._rewards.append(terms)
+        self._history += [(ROLE_AGENT, agent_text), (ROLE_USER, user_text)]
+        self._turn += 1
+        self.last_context = ctx
+        terminated = turn.outcome is not None
+        self._episode_over = terminated
+        info: dict[str, Any] = {
+            "reward_terms": terms,
+            "turn": self._turn,
+            "agent_text": agent_text,
+            "user_text": user_text,
+            "outcome": turn.outcome,
+            "is_success": turn.outcome == "accepted",
+        }
+        if self.debug:
+            info["debug"] = self._debug_info(turn.acts)
+        return totals[0], terminated, info
+
+    def _debug_info(self, true_acts: Sequence[DialogueAct] = ()) -> dict[str, Any]:
+        """Privileged state, only when the env was made with ``debug=True``."""
+        return {
+            "persona": self.persona.to_dict(),
+            "goal": self.goal,
+            "revealed": dict(self._revealed),
+            "true_user_acts": [str(a) for a in true_acts],
+        }
+
+    def dialog_state(self) -> dict[str, Any]:
+        """A JSON-serialisable record that replays this dialogue exactly: env kwargs, reset seed
+        and options, and the agent's turns so far (see :func:`rewards.to_trl`).
+
+        Raises:
+            RuntimeError: The episode was reset without an explicit seed (it cannot be replayed).
+        """
+        if self._reset_record["seed"] is None:
+            raise RuntimeError("dialog_state() needs an episode reset with an explicit seed")
+        return {
+            "env_kwargs": self._init_kwargs,
+            **self._reset_record,
+            "agent_turns": [t for r, t in self._history if r == ROLE_AGENT],
+        }
+
+    def act_from_id(self, action: int) -> DialogueAct:
+        """The act of an act-table id; ``confirm`` takes the tracker's best value (or asks).
+
+        Raises:
+            ValueError: ``action`` is not a valid act id.
+        """
+        kind, arg = self.act_table.decode(action)
+        if kind == A.CONFIRM:
+            best = self.tracker.best(arg)  # type: ignore[arg-type]
+            return DialogueAct(A.ASK, arg) if best is None else DialogueAct(A.CONFIRM, arg, best)
+        if kind == A.RECOMMEND:
+            return DialogueAct(A.RECOMMEND, None, arg)
+        return DialogueAct(kind, arg)
+
+    # -- rendering ----------------------------------------------------------------------------
+    def transcript(self) -> str:
+        """The dialogue so far, one ``Role: text`` line a turn."""
+        return "\n".join(f"{'User' if r == ROLE_USER else 'Agent'}: {t}" for r, t in self._history)
+
+    def render(self) -> str | None:
+        """``ansi``: the transcript with each agent turn's reward terms."""
+        if self.render_mode != "ansi":
+            return None
+        lines = [f"User: {self._history[0][1]}"] if self._history else []
+        for i, terms in enumerate(self._rewards):
+            agent, user = self._history[1 + 2 * i][1], self._history[2 + 2 * i][1]
+            shown = "  ".join(f"{k}={v:+.2f}" for k, v in terms.items())
+            lines += [f"Agent: {agent}", f"User: {user}", f"    [{shown}]"]
+        return "\n".join(lines) + "\n"
+
+    def messages(self) -> list[dict[str, str]]:
+        """The dialogue in chat format (the agent is the ``assistant``)."""
+        return [{"role": r, "content": t} for r, t in self._history]

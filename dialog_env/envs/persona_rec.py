@@ -1,0 +1,152 @@
+"""PersonaRec in act mode: discrete dialogue acts in, a belief vector out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from dialog_env import acts as A
+from dialog_env.envs.core import PersonaRecCore
+
+
+class PersonaRecEnv(PersonaRecCore):
+    """Recommend something to a simulated user whose persona is hidden.
+
+    ## Description
+
+    A user with a hidden persona (diet, allergy, pet, hobby, occupation, music, home, family,
+    drink, travel; plus verbosity, openness and patience traits) wants a recommendation from a
+    catalog of items: *something fun to do*, *a place to eat or drink* or *a gift idea*. Each item
+    has constraints over persona values (a steakhouse excludes vegetarians; a cat cafe excludes
+    people allergic to cats) and appeals to some values. The user states what it wants, answers
+    questions (or declines, by openness), rejects an unfit recommendation with a reason that
+    reveals a fact, accepts a fitting and appealing one, and leaves when its patience runs out. A
+    rule-based dialogue-state tracker reads the user's words and keeps the agent's belief.
+
+    ## Action Space
+
+    `Discrete(2S + I + 2)` with `S` slots and `I` items (92 in the default world):
+
+    | Num            | Act          | Description                                                  |
+    |----------------|--------------|--------------------------------------------------------------|
+    | 0 .. S-1       | ask(k)       | ask about slot k                                             |
+    | S .. 2S-1      | confirm(k)   | check the tracker's best value of slot k (asks if unknown)   |
+    | 2S .. 2S+I-1   | recommend(j) | recommend item j                                             |
+    | 2S+I           | chitchat     | small talk                                                   |
+    | 2S+I+1         | bye          | end the dialogue                                             |
+
+    `action_masks()` (and `info["action_mask"]`) rule out pointless acts: asking a slot already
+    informed or declined, confirming a slot with no belief or already confirmed, recommending a
+    rejected item. Masked acts remain legal; an id outside the space raises `ValueError`.
+
+    ## Observation Space
+
+    `Box(0, 1, (D,), float32)`: the tracker's belief over every slot value; per-slot flags
+    informed / asked / declined / confirmed; the goal category (one-hot, as the tracker heard it);
+    per-item recommended / rejected flags; the turn as a fraction of `max_turns`; the intent of the
+    user's last turn as understood (one-hot). It is built only from what the agent heard.
+
+    ## Rewards
+
+    `reward = sum_i w_i * term_i` over registered reward terms; `info["reward_terms"]` holds every
+    unweighted term. Default weights: `task_success` 20 (1 when the user accepts), `turn_cost` 1
+    (-1 a turn), `persona_consistency` 1 (up to +1 for references that agree with revealed facts,
+    -2 per contradiction), `redundancy` 1 (-1 per re-asked slot or re-recommended item),
+    `discovery` 2 (fraction of belief entropy resolved). See docs/REWARDS.md.
+
+    ## Starting State
+
+    A persona is drawn from the split (or from `persona_file`, or given as `options["persona"]`),
+    a goal category with at least one acceptable item is drawn, and the user opens the dialogue
+    with its request.
+
+    ## Episode End
+
+    Terminated when the user accepts a recommendation (success), leaves (patience or too many
+    rejections), or answers the agent's `bye`. Truncated by the registered time limit
+    (`max_episode_steps=20`).
+
+    ## Arguments
+
+    | Parameter        | Type         | Default   | Description                                              |
+    |------------------|--------------|-----------|----------------------------------------------------------|
+    | `world`          | str \\| None  | None      | world file (YAML/JSON); None = the shipped world         |
+    | `split`          | str          | `"train"` | persona split: train, valid, test, test_unseen, all      |
+    | `persona_file`   | str \\| None  | None      | JSONL personas to draw from instead of the split         |
+    | `noise`          | float        | 0.0       | semantic error rate of the user channel (PyDial: 0/0.15/0.3) |
+    | `tracker`        | str          | `"rule"`  | `rule` reads the user's text; `oracle` its true acts     |
+    | `reward_weights` | dict \\| None | None      | reward spec -> weight; None = the defaults above          |
+    | `max_turns`      | int          | 20        | turn count the observation's progress feature scales by  |
+    | `render_mode`    | str \\| None  | None      | `"ansi"` returns the transcript with reward terms        |
+    | `debug`          | bool         | False     | add `info["debug"]` with the hidden persona (never for training) |
+
+    ## Information
+
+    | Key              | Description                                                        |
+    |------------------|--------------------------------------------------------------------|
+    | `reward_terms`   | dict term -> unweighted value for this turn                        |
+    | `action_mask`    | bool array over actions (see Action Space)                         |
+    | `turn`           | agent turns taken so far                                           |
+    | `agent_text`     | the agent's act rendered as text                                   |
+    | `user_text`      | the user's reply as the agent heard it                             |
+    | `outcome`        | `accepted`, `left`, `bye` or None                                  |
+    | `is_success`     | the user accepted a recommendation                                 |
+    | `debug`          | only with `debug=True`: persona, goal, revealed facts, true acts   |
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        w = self.world
+        n_slots, n_items, n_cats = len(w.slots), len(w.items), len(w.categories)
+        self._intent_index = {t: i for i, t in enumerate(A.USER_INTENTS)}
+        self._obs_dim = w.n_values + 4 * n_slots + n_cats + 2 * n_items + 1 + len(A.USER_INTENTS)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(self._obs_dim,), dtype=np.float32)
+        self.action_space = spaces.Discrete(len(self.act_table))
+        self._obs = np.zeros(self._obs_dim, dtype=np.float32)
+
+    # -- gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start a dialogue; see the class docstring for ``options`` (``persona``, ``goal``)."""
+        self._start(seed, options)
+        info = {"action_mask": self.action_masks(), "turn": 0, "user_text": self._history[0][1]}
+        if self.debug:
+            info["debug"] = self._debug_info()
+        return self._observe(), info
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Take one agent act; see the class docstring."""
+        acts = (self.act_from_id(action),)
+        text = self.agent_nlg.render(acts, self._rng)
+        reward, terminated, info = self._advance(acts, text)
+        info["action_mask"] = self.action_masks()
+        return self._observe(), reward, terminated, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """Bool mask over actions: False for pointless acts (see Action Space)."""
+        t, tab = self.tracker, self.act_table
+        mask = np.ones(len(tab), dtype=bool)
+        mask[tab.ask_start : tab.confirm_start] = ~(t.informed | t.declined)
+        mask[tab.confirm_start : tab.recommend_start] = t.informed & ~t.confirmed
+        mask[tab.recommend_start : tab.chitchat] = ~t.rejected
+        return mask
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _observe(self) -> np.ndarray:
+        t, obs = self.tracker, self._obs
+        parts: list[np.ndarray] = [t.belief, t.informed, t.asked, t.declined, t.confirmed]
+        goal = np.zeros(len(self.world.categories), dtype=np.float32)
+        if t.goal is not None:
+            goal[self.world.category[t.goal].index] = 1.0
+        intent = np.zeros(len(A.USER_INTENTS), dtype=np.float32)
+        for a in t.last_user_acts:
+            if a.intent in self._intent_index:
+                intent[self._intent_index[a.intent]] = 1.0
+        parts += [goal, t.recommended, t.rejected, np.array([min(1.0, self._turn / self.max_turns)]), intent]
+        np.concatenate(parts, out=obs, casting="unsafe")
+        return obs.copy()

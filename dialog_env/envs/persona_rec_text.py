@@ -1,0 +1,120 @@
+"""PersonaRec in text mode: the agent writes utterances and reads the transcript."""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from typing import Any
+
+from gymnasium import spaces
+
+from dialog_env.envs.core import PersonaRecCore
+from dialog_env.nlu import AgentNLU
+
+#: Characters of utterances and transcripts: printable ASCII (space included) and newline.
+CHARSET = frozenset(string.printable) - set("\t\r\x0b\x0c")
+_CONTROL = {c: " " for c in range(32)} | {127: " "}
+
+
+def sanitize_utterance(text: str, max_chars: int) -> tuple[str, bool]:
+    """Make an agent utterance safe for the transcript.
+
+    Unicode is folded to ASCII (NFKD, accents dropped, other characters removed), control
+    characters become spaces, runs of whitespace collapse, and the result is cut to ``max_chars``.
+
+    Returns:
+        ``(clean_text, truncated)``.
+    """
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = " ".join(text.translate(_CONTROL).split())
+    truncated = len(text) > max_chars
+    return text[:max_chars], truncated
+
+
+class PersonaRecTextEnv(PersonaRecCore):
+    """PersonaRec with natural language on both sides (for LM agents).
+
+    Same task, user, tracker and rewards as :class:`~dialog_env.envs.persona_rec.PersonaRecEnv`;
+    only the interface differs.
+
+    ## Action Space
+
+    `Text(max_length=max_utterance_chars, charset=printable ASCII)`: the agent's utterance. Any
+    ``str`` is accepted: Unicode is folded to ASCII, control characters become spaces, and text
+    past ``max_utterance_chars`` is cut (``info["utterance_truncated"]``). A rule NLU parses it
+    into acts: an item name is a recommendation; a persona value in a question is a confirmation,
+    in a statement a reference (scored by ``persona_consistency``); slot keywords in a question
+    are a question about that slot; a farewell ends the dialogue; anything else is chitchat. A
+    non-``str`` action raises ``TypeError``.
+
+    ## Observation Space
+
+    `Text(max_length=max_transcript_chars, charset=printable ASCII + newline)`: the transcript,
+    one ``User: ...`` / ``Agent: ...`` line a turn, keeping the most recent part if it grows past
+    ``max_transcript_chars``. ``info["messages"]`` holds the same dialogue in chat format
+    (``[{"role": "user" | "assistant", "content": ...}]``).
+
+    ## Rewards, Starting State, Episode End
+
+    As in ``PersonaRec-v0``.
+
+    ## Arguments
+
+    Those of ``PersonaRec-v0`` plus:
+
+    | Parameter              | Type | Default | Description                          |
+    |------------------------|------|---------|--------------------------------------|
+    | `max_utterance_chars`  | int  | 1000    | longest agent utterance kept         |
+    | `max_transcript_chars` | int  | 20000   | longest transcript observation       |
+
+    ## Information
+
+    `reward_terms`, `turn`, `agent_text` (the sanitised utterance), `user_text`, `outcome`,
+    `is_success` and `debug` as in ``PersonaRec-v0``, plus `messages` (chat format),
+    `agent_acts` (the acts parsed from the utterance, as strings) and `utterance_truncated`.
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    def __init__(self, max_utterance_chars: int = 1000, max_transcript_chars: int = 20000, **kwargs: Any) -> None:
+        for name, val in (("max_utterance_chars", max_utterance_chars), ("max_transcript_chars", max_transcript_chars)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        super().__init__(**kwargs)
+        self.max_utterance_chars = max_utterance_chars
+        self.max_transcript_chars = max_transcript_chars
+        self.agent_nlu = AgentNLU(self.lexicon)
+        self.action_space = spaces.Text(max_length=max_utterance_chars, min_length=0, charset="".join(sorted(CHARSET - {"\n"})))
+        self.observation_space = spaces.Text(max_length=max_transcript_chars, min_length=1, charset="".join(sorted(CHARSET)))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
+        """Start a dialogue; ``options`` as in ``PersonaRec-v0``."""
+        self._start(seed, options)
+        info: dict[str, Any] = {"turn": 0, "user_text": self._history[0][1], "messages": self.messages()}
+        if self.debug:
+            info["debug"] = self._debug_info()
+        return self._observe(), info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Say ``action`` to the user; see the class docstring."""
+        if not isinstance(action, str):
+            raise TypeError(f"action must be a str (the agent's utterance), got {type(action).__name__}")
+        text, truncated = sanitize_utterance(action, self.max_utterance_chars)
+        acts = self.agent_nlu.parse(text)
+        reward, terminated, info = self._advance(acts, text)
+        info["messages"] = self.messages()
+        info["agent_acts"] = [str(a) for a in acts]
+        info["utterance_truncated"] = truncated
+        return self._observe(), reward, terminated, False, info
+
+    def act_to_text(self, action: int) -> str:
+        """Render an act-table id (see ``PersonaRec-v0``) as an utterance, for act-level agents."""
+        return self.agent_nlg.render((self.act_from_id(action),), self._rng)
+
+    def _observe(self) -> str:
+        text = self.transcript()
+        return text[-self.max_transcript_chars :]

@@ -1,0 +1,191 @@
+"""Simulated users: the :class:`UserSimulator` protocol and the rule-based :class:`AgendaUser`."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from dialog_env import acts as A
+from dialog_env.acts import DialogueAct
+from dialog_env.nlg import UserNLG
+from dialog_env.persona import Persona
+from dialog_env.world import World
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurn:
+    """What the user says: its true acts (private to the environment) and its text.
+
+    Attributes:
+        acts: The user's true dialogue acts.
+        text: The rendered utterance.
+        outcome: ``"accepted"`` (took a recommendation), ``"left"`` (ran out of patience),
+            ``"bye"`` (answered the agent's farewell) or ``None`` (the dialogue goes on).
+    """
+
+    acts: tuple[DialogueAct, ...]
+    text: str
+    outcome: str | None = None
+
+
+@runtime_checkable
+class UserSimulator(Protocol):
+    """A simulated user. Implementations keep the persona private to themselves and the env."""
+
+    revealed: dict[str, str]
+
+    def reset(self, persona: Persona, goal: str, rng: random.Random) -> UserTurn:
+        """Start a dialogue and return the user's opening turn."""
+        ...
+
+    def respond(self, agent_acts: Sequence[DialogueAct], agent_text: str) -> UserTurn:
+        """Answer one agent turn."""
+        ...
+
+    def render(self, acts: Sequence[DialogueAct]) -> str:
+        """Render acts as this user would phrase them (used for noisy channels)."""
+        ...
+
+
+@dataclass(frozen=True)
+class AgendaUserConfig:
+    """Behaviour knobs of :class:`AgendaUser`, keyed by trait level.
+
+    Attributes:
+        patience_budget: Patience points at the start; every turn costs one, a useless turn
+            (chitchat, a repeated question, a rejected or repeated recommendation, asking about a
+            declined slot) one more. At zero the user leaves.
+        max_rejections: The user leaves after this many rejected recommendations.
+        decline_prob: Chance of declining to answer a question, by openness.
+        volunteer_prob: Chance a chatty answer volunteers one more fact, by verbosity.
+        max_answers: Most questions answered in one turn.
+    """
+
+    patience_budget: Mapping[str, int] = field(default_factory=lambda: {"low": 7, "medium": 10, "high": 13})
+    max_rejections: Mapping[str, int] = field(default_factory=lambda: {"low": 2, "medium": 3, "high": 3})
+    decline_prob: Mapping[str, float] = field(default_factory=lambda: {"low": 0.4, "medium": 0.15, "high": 0.0})
+    volunteer_prob: Mapping[str, float] = field(
+        default_factory=lambda: {"terse": 0.0, "normal": 0.0, "chatty": 0.35}
+    )
+    max_answers: int = 2
+
+
+class AgendaUser:
+    """A rule-based user with a hidden persona and a recommendation goal.
+
+    It states its goal, answers questions (or declines, by openness), confirms or corrects what
+    the agent says about it, rejects an unfit recommendation with a reason that reveals the
+    violated fact, accepts a fitting one, and leaves when patience runs out.
+
+    Args:
+        world: The world.
+        config: Behaviour knobs.
+    """
+
+    def __init__(self, world: World, config: AgendaUserConfig | None = None) -> None:
+        self.world = world
+        self.config = config or AgendaUserConfig()
+        self.nlg = UserNLG(world)
+        self.revealed: dict[str, str] = {}
+
+    def reset(self, persona: Persona, goal: str, rng: random.Random) -> UserTurn:
+        """Start a dialogue with ``persona`` wanting a ``goal`` category; return the opening."""
+        if goal not in self.world.category:
+            raise ValueError(f"goal must be one of {list(self.world.category)}, got {goal!r}")
+        cfg, traits = self.config, persona.traits
+        self.persona, self.goal, self.rng = persona, goal, rng
+        self.budget = cfg.patience_budget[traits["patience"]]
+        self.max_rejections = cfg.max_rejections[traits["patience"]]
+        self.decline_prob = cfg.decline_prob[traits["openness"]]
+        self.volunteer_prob = cfg.volunteer_prob[traits["verbosity"]]
+        self.revealed = {}
+        self.declined: set[str] = set()
+        self.rejected: set[str] = set()
+        self.n_rejections = 0
+        self.done = False
+        return self._turn((DialogueAct(A.REQUEST, None, goal),), None)
+
+    def render(self, acts: Sequence[DialogueAct]) -> str:
+        """Render ``acts`` in this user's style."""
+        return self.nlg.render(acts, self.persona.traits["verbosity"], self.rng)
+
+    def _turn(self, acts: tuple[DialogueAct, ...], outcome: str | None) -> UserTurn:
+        for a in acts:
+            if a.intent in (A.INFORM, A.AFFIRM):
+                self.revealed[a.slot] = a.value
+        return UserTurn(acts, self.render(acts), outcome)
+
+    def _fact(self, slot: str) -> DialogueAct:
+        return DialogueAct(A.INFORM, slot, self.persona.values[slot])
+
+    def respond(self, agent_acts: Sequence[DialogueAct], agent_text: str = "") -> UserTurn:
+        """Answer one agent turn (acts as parsed from the agent's utterance)."""
+        if self.done:
+            raise RuntimeError("the dialogue is over; call reset() first")
+        values = self.persona.values
+        out: list[DialogueAct] = []
+        cost = 1
+        outcome: str | None = None
+        recs = [a for a in agent_acts if a.intent == A.RECOMMEND]
+        refs = [a for a in agent_acts if a.intent in (A.CONFIRM, A.INFORM)]
+        asks = [a for a in agent_acts if a.intent == A.ASK]
+        said_bye = any(a.intent == A.BYE for a in agent_acts)
+        if recs:
+            item = self.world.item[recs[0].value]
+            if item.id in self.rejected:
+                out.append(DialogueAct(A.REJECT, None, item.id))
+                cost += 1
+            elif item.category != self.goal:
+                out += [DialogueAct(A.REJECT, None, item.id), DialogueAct(A.REQUEST, None, self.goal)]
+            else:
+                bad = item.violated_slots(values)
+                if not bad and item.appealing_slots(values):
+                    outcome = "accepted"
+                    out.append(DialogueAct(A.ACCEPT, None, item.id))
+                else:
+                    reason = bad[0] if bad else next(iter(item.appeals))
+                    out += [DialogueAct(A.REJECT, None, item.id), self._fact(reason)]
+            if outcome is None:
+                self.rejected.add(item.id)
+                self.n_rejections += 1
+                cost += 1
+        if outcome is None:
+            for ref in refs:
+                if values[ref.slot] == ref.value:
+                    if ref.intent == A.CONFIRM:
+                        cost += self.revealed.get(ref.slot) == ref.value
+                        out.append(DialogueAct(A.AFFIRM, ref.slot, ref.value))
+                else:
+                    out += [DialogueAct(A.NEGATE, ref.slot, ref.value), self._fact(ref.slot)]
+            if not recs:
+                for ask in asks[: self.config.max_answers]:
+                    out += self._answer(ask.slot)
+                    cost += ask.slot in self.revealed or ask.slot in self.declined
+                if out and out[-1].intent == A.INFORM and self.rng.random() < self.volunteer_prob:
+                    hidden = [s for s in self.world.slot_names if s not in self.revealed and s not in self.declined]
+                    hidden = [s for s in hidden if all(a.slot != s for a in out)]
+                    if hidden:
+                        out.append(self._fact(self.rng.choice(hidden)))
+            if said_bye:
+                outcome = "bye"
+                out.append(DialogueAct(A.BYE))
+            elif not out:
+                cost += 1
+                out.append(DialogueAct(A.CHITCHAT, None, self.goal))
+        self.budget -= cost
+        if outcome is None and (self.budget <= 0 or self.n_rejections >= self.max_rejections):
+            outcome = "left"
+            out.append(DialogueAct(A.BYE, None, "left"))
+        self.done = outcome is not None
+        return self._turn(tuple(out), outcome)
+
+    def _answer(self, slot: str) -> list[DialogueAct]:
+        if slot in self.revealed:
+            return [DialogueAct(A.REPEAT, slot), self._fact(slot)]
+        # A declined slot stays declined: asking again only costs patience.
+        if slot in self.declined or self.rng.random() < self.decline_prob:
+            self.declined.add(slot)
+            return [DialogueAct(A.DECLINE, slot)]
+        return [self._fact(slot)]

@@ -1,0 +1,106 @@
+"""Built-in reward terms. Each takes a batch of :class:`TurnContext` and returns a list of floats."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+from dialog_env import acts as A
+from dialog_env.context import TurnContext
+from dialog_env.world import World
+
+CONSISTENT_BONUS = 0.5
+CONTRADICTION_PENALTY = 2.0
+
+
+def consistency_counts(ctx: TurnContext) -> tuple[int, int]:
+    """Count the agent's references to revealed facts: ``(consistent, contradicting)``.
+
+    A reference is a ``confirm``/``inform`` of a slot value, or a recommendation, checked against
+    what the user truly revealed *before* this turn (its stated goal included):
+
+    * a stated value that equals the revealed one is consistent, a different one contradicts;
+    * a recommended item in the wanted category is consistent, in another category contradicts;
+      each revealed fact it appeals to is consistent, each revealed fact it violates contradicts;
+      re-recommending an item the user already rejected contradicts.
+    """
+    world, rev = ctx.world, ctx.revealed_before
+    good = bad = 0
+    for a in ctx.agent_acts:
+        if a.intent in (A.CONFIRM, A.INFORM):
+            if a.slot in rev:
+                if rev[a.slot] == a.value:
+                    good += 1
+                else:
+                    bad += 1
+        elif a.intent == A.RECOMMEND:
+            item = world.item[a.value]
+            if item.category == ctx.goal:
+                good += 1
+            else:
+                bad += 1
+            bad += len(item.violated_slots(rev)) + (a.value in ctx.before.rejected)
+            good += len(item.appealing_slots(rev))
+    return good, bad
+
+
+def persona_consistency(contexts: Sequence[TurnContext]) -> list[float]:
+    """Per-turn persona consistency: references that agree with revealed facts score, contradictions cost.
+
+    Score per turn: ``min(1, 0.5 * consistent) - 2 * contradicting``, floored at -4; a turn that
+    references nothing scores 0.
+
+    Args:
+        contexts: The turns to score.
+
+    Returns:
+        One score per turn, in ``[-4, 1]``.
+    """
+    out = []
+    for ctx in contexts:
+        good, bad = consistency_counts(ctx)
+        out.append(max(-4.0, min(1.0, CONSISTENT_BONUS * good) - CONTRADICTION_PENALTY * bad))
+    return out
+
+
+def task_success(contexts: Sequence[TurnContext]) -> list[float]:
+    """1 on the turn the user accepts a recommendation, else 0."""
+    return [1.0 if c.outcome == "accepted" else 0.0 for c in contexts]
+
+
+def turn_cost(contexts: Sequence[TurnContext]) -> list[float]:
+    """-1 for every turn (weight it to set the price of a turn)."""
+    return [-1.0] * len(contexts)
+
+
+def redundancy(contexts: Sequence[TurnContext]) -> list[float]:
+    """-1 per redundant act: asking a slot already known or declined, re-confirming a confirmed
+    slot, or re-recommending a rejected item (judged on what the agent's tracker knew)."""
+    out = []
+    for ctx in contexts:
+        b = ctx.before
+        n = 0
+        for a in ctx.agent_acts:
+            if a.intent == A.ASK:
+                n += a.slot in b.known or a.slot in b.declined
+            elif a.intent == A.CONFIRM:
+                n += a.slot in b.confirmed
+            elif a.intent == A.RECOMMEND:
+                n += a.value in b.rejected
+        out.append(float(-n))
+    return out
+
+
+def discovery(contexts: Sequence[TurnContext]) -> list[float]:
+    """Belief-entropy reduction this turn, as a fraction of the maximum (all slots uniform).
+
+    Sums to the fraction of the persona's uncertainty the agent resolved over an episode.
+    """
+    return [(c.before.entropy - c.after.entropy) / max_entropy(c.world) for c in contexts]
+
+
+@functools.lru_cache(maxsize=16)
+def max_entropy(world: World) -> float:
+    """Entropy (bits) of the uniform belief over every slot of ``world``."""
+    return sum(math.log2(len(s.values)) for s in world.slots)
