@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -63,43 +64,48 @@ class ActTable:
 
     world: World
 
-    @property
+    @functools.cached_property
     def n_slots(self) -> int:
         """Number of persona slots."""
         return len(self.world.slots)
 
-    @property
+    @functools.cached_property
     def n_items(self) -> int:
         """Number of catalog items."""
         return len(self.world.items)
 
-    @property
+    @functools.cached_property
     def ask_start(self) -> int:
         """First ``ask`` action id."""
         return 0
 
-    @property
+    @functools.cached_property
     def confirm_start(self) -> int:
         """First ``confirm`` action id."""
         return self.n_slots
 
-    @property
+    @functools.cached_property
     def recommend_start(self) -> int:
         """First ``recommend`` action id."""
         return 2 * self.n_slots
 
-    @property
+    @functools.cached_property
     def chitchat(self) -> int:
         """The ``chitchat`` action id."""
         return 2 * self.n_slots + self.n_items
 
-    @property
+    @functools.cached_property
     def bye(self) -> int:
         """The ``bye`` action id."""
         return self.chitchat + 1
 
-    def __len__(self) -> int:
+    @functools.cached_property
+    def size(self) -> int:
+        """Number of actions."""
         return self.bye + 1
+
+    def __len__(self) -> int:
+        return self.size
 
     def ask(self, slot: str) -> int:
         """Action id of ``ask(slot)``."""
@@ -124,7 +130,7 @@ class ActTable:
         Raises:
             ValueError: ``action`` is not an integer in ``[0, len(self))``.
         """
-        n = len(self)
+        n = self.size
         if isinstance(action, bool) or not isinstance(action, int | np.integer):
             raise ValueError(f"action must be an integer in [0, {n}), got {action!r}")
         a = int(action)

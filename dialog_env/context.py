@@ -10,11 +10,11 @@ from dialog_env.tracker import TrackerView
 from dialog_env.world import World
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TurnContext:
     """Everything about one turn that a reward may look at.
 
-    Fields marked *privileged* are hidden from the agent (never in observations or ``info``);
+    Treat it as read-only. Fields marked *privileged* are hidden from the agent (never in observations or ``info``);
     rewards are computed by the environment and may use them.
 
     Attributes:

@@ -8,6 +8,7 @@ mode); the user-side parser is what the dialogue-state tracker reads.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -50,6 +51,46 @@ class Mention:
     end: int
 
 
+_TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def tokens(text: str) -> list[str]:
+    """Word tokens of normalised text (apostrophes and hyphens stay inside words)."""
+    return _TOKEN.findall(text)
+
+
+class _PhraseTable:
+    """Longest-match-first phrase lookup over word tokens.
+
+    Faster than one regex alternation of hundreds of phrases: only tokens that start some phrase
+    are tried, and each candidate length is one dict lookup.
+    """
+
+    def __init__(self, phrases: dict[str, object]) -> None:
+        self.table: dict[tuple[str, ...], object] = {}
+        self.max_len: dict[str, int] = {}
+        for phrase, owner in phrases.items():
+            key = tuple(tokens(phrase))
+            self.table[key] = owner
+            self.max_len[key[0]] = max(self.max_len.get(key[0], 0), len(key))
+
+    def find(self, toks: list[str]) -> list[tuple[object, int, int]]:
+        """``(owner, first_token, end_token)`` hits, left to right, longest first."""
+        out, i, n = [], 0, len(toks)
+        table, max_len = self.table, self.max_len
+        while i < n:
+            longest = max_len.get(toks[i], 0)
+            for length in range(min(longest, n - i), 0, -1):
+                owner = table.get(tuple(toks[i : i + length]))
+                if owner is not None:
+                    out.append((owner, i, i + length))
+                    i += length
+                    break
+            else:
+                i += 1
+        return out
+
+
 class Lexicon:
     """Alias and keyword matcher built from a world."""
 
@@ -66,33 +107,19 @@ class Lexicon:
         for c in world.categories:
             for a in c.aliases:
                 table[a] = ("category", c.id, None)
-        self._table = table
-        self._alias_re = self._alternation(table)
-        kw = {k: s.name for s in world.slots for k in s.keywords}
-        self._kw_table = kw
-        self._kw_re = self._alternation(kw)
-
-    @staticmethod
-    def _alternation(words: dict) -> re.Pattern[str]:
-        alts = sorted(words, key=len, reverse=True)
-        return re.compile(r"(?<![\w'])(?:" + "|".join(re.escape(a) for a in alts) + r")(?![\w'])")
+        self._aliases = _PhraseTable(table)  # type: ignore[arg-type]
+        self._keywords = _PhraseTable({k: s.name for s in world.slots for k in s.keywords})
 
     def mentions(self, text: str) -> list[Mention]:
-        """All lexicon hits in normalised ``text``, left to right, longest first at each position."""
-        out = []
-        for m in self._alias_re.finditer(text):
-            kind, key, slot = self._table[m.group(0)]
-            out.append(Mention(kind, key, slot, m.start(), m.end()))
-        return out
+        """All lexicon hits in normalised ``text``, left to right, longest first at each position.
+
+        ``start``/``end`` are token positions.
+        """
+        return [Mention(k, key, slot, a, b) for (k, key, slot), a, b in self._aliases.find(tokens(text))]  # type: ignore[misc]
 
     def keyword_slots(self, text: str) -> list[str]:
         """Slots whose question keywords occur in normalised ``text`` (in order, no repeats)."""
-        seen: list[str] = []
-        for m in self._kw_re.finditer(text):
-            s = self._kw_table[m.group(0)]
-            if s not in seen:
-                seen.append(s)
-        return seen
+        return list(dict.fromkeys(s for s, _, _ in self._keywords.find(tokens(text))))  # type: ignore[misc]
 
 
 def _dedupe(acts: list[DialogueAct]) -> tuple[DialogueAct, ...]:
@@ -105,13 +132,14 @@ class AgentNLU:
     Per sentence: an item mention is a recommendation; a persona value mentioned in a question is
     a ``confirm``, in a statement an ``inform`` (a reference to a persona fact); slot keywords in a
     question with no value of that slot are an ``ask``. Farewells are ``bye``; anything else is
-    ``chitchat`` (``none`` for an empty utterance).
+    ``chitchat`` (``none`` for an empty utterance). Parsing is pure, so results are memoised.
     """
 
-    def __init__(self, lexicon: Lexicon) -> None:
+    def __init__(self, lexicon: Lexicon, cache_size: int = 1 << 16) -> None:
         self.lexicon = lexicon
+        self.parse = functools.lru_cache(maxsize=cache_size)(self._parse)
 
-    def parse(self, text: str) -> tuple[DialogueAct, ...]:
+    def _parse(self, text: str) -> tuple[DialogueAct, ...]:
         """Parse ``text`` into a tuple of :class:`DialogueAct`."""
         norm = normalize(text).strip()
         if not norm:
@@ -138,17 +166,52 @@ class AgentNLU:
         return _dedupe(acts) if acts else (DialogueAct(A.CHITCHAT),)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sentence:
+    """Context-free reading of one user sentence (memoised per utterance)."""
+
+    mentions: tuple[Mention, ...]
+    decline_slots: tuple[str, ...] | None  # None: not a refusal; () refusal naming no slot
+    negative: bool
+    positive: bool
+    affirm_start: bool
+    negate_start: bool
+    negative_start: bool
+
+
 class UserNLU:
     """Parses a user utterance into user acts; the rule tracker's input.
 
     Context from the agent's last turn (the slots it asked, the value it asked to confirm, the item
-    it recommended) resolves short answers such as "I'd rather not say." or "Exactly.".
+    it recommended) resolves short answers such as "I'd rather not say." or "Exactly.". The
+    context-free part of the reading is memoised, since simulated users repeat their phrasings.
     """
 
-    def __init__(self, lexicon: Lexicon) -> None:
+    def __init__(self, lexicon: Lexicon, cache_size: int = 1 << 16) -> None:
         self.lexicon = lexicon
+        # Two memo levels: whole turns with their context (simulated users repeat themselves, and
+        # the context mostly matches the text), then sentences, which recur even more.
+        self.parse = functools.lru_cache(maxsize=cache_size)(self._parse)
+        self._sentence = functools.lru_cache(maxsize=cache_size)(self._analyze_sentence)
 
-    def parse(
+    def _analyze_sentence(self, sent: str) -> _Sentence:
+        declined = tuple(self.lexicon.keyword_slots(sent)) if _DECLINE.search(sent) else None
+        return _Sentence(
+            mentions=tuple(self.lexicon.mentions(sent)),
+            decline_slots=declined,
+            negative=_NEGATIVE.search(sent) is not None,
+            positive=_POSITIVE.search(sent) is not None,
+            affirm_start=_AFFIRM.match(sent) is not None,
+            negate_start=_NEGATE.match(sent) is not None,
+            negative_start=_NEGATIVE.match(sent) is not None,
+        )
+
+    def _analyze(self, text: str) -> tuple[list[_Sentence], bool]:
+        norm = normalize(text).strip()
+        sentences = [self._sentence(s) for s in (x.strip() for x in _SENTENCE.split(norm)) if s]
+        return sentences, _BYE.search(norm) is not None
+
+    def _parse(
         self,
         text: str,
         asked: tuple[str, ...] = (),
@@ -163,35 +226,32 @@ class UserNLU:
             confirming: ``(slot, value)`` the agent asked to confirm in its last turn.
             recommended: Item the agent recommended in its last turn.
         """
-        norm = normalize(text).strip()
+        sentences, bye = self._analyze(text)
         acts: list[DialogueAct] = []
-        for i, sent in enumerate(_SENTENCE.split(norm)):
-            sent = sent.strip()
-            if not sent:
-                continue
-            mentions = self.lexicon.mentions(sent)
-            items = [m.key for m in mentions if m.kind == "item"]
+        for i, sent in enumerate(sentences):
             if i == 0 and confirming is not None:
-                if _AFFIRM.match(sent):
+                if sent.affirm_start:
                     acts.append(DialogueAct(A.AFFIRM, *confirming))
-                elif _NEGATE.match(sent):
+                elif sent.negate_start:
                     acts.append(DialogueAct(A.NEGATE, *confirming))
-            if _DECLINE.search(sent):
-                slots = self.lexicon.keyword_slots(sent) or list(asked[:1])
-                acts.extend(DialogueAct(A.DECLINE, s) for s in slots)
+            if sent.decline_slots is not None:
+                acts.extend(DialogueAct(A.DECLINE, s) for s in (sent.decline_slots or asked[:1]))
                 continue
-            for item in items:
-                if _NEGATIVE.search(sent):
-                    acts.append(DialogueAct(A.REJECT, None, item))
-                elif _POSITIVE.search(sent):
-                    acts.append(DialogueAct(A.ACCEPT, None, item))
-            if not items and recommended is not None and i == 0 and _NEGATIVE.match(sent):
+            has_item = False
+            for m in sent.mentions:
+                if m.kind == "item":
+                    has_item = True
+                    if sent.negative:
+                        acts.append(DialogueAct(A.REJECT, None, m.key))
+                    elif sent.positive:
+                        acts.append(DialogueAct(A.ACCEPT, None, m.key))
+            if not has_item and recommended is not None and i == 0 and sent.negative_start:
                 acts.append(DialogueAct(A.REJECT, None, recommended))
-            for m in mentions:
+            for m in sent.mentions:
                 if m.kind == "value":
                     acts.append(DialogueAct(A.INFORM, m.slot, m.key))
                 elif m.kind == "category":
                     acts.append(DialogueAct(A.REQUEST, None, m.key))
-        if _BYE.search(norm):
+        if bye:
             acts.append(DialogueAct(A.BYE))
         return _dedupe(acts) if acts else (DialogueAct(A.CHITCHAT),)

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,7 +26,6 @@ from dialog_env.world import TRAIT_NAMES, World
 
 SPLITS = ("train", "valid", "test", "test_unseen")
 _SPLIT_BUCKETS = {"train": range(0, 8), "valid": range(8, 9), "test": range(9, 10)}
-_MASK64 = (1 << 64) - 1
 
 
 class PersonaError(ValueError):
@@ -96,77 +95,107 @@ class Persona:
         )
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a stable, well-spread hash of 64-bit integers."""
+class PersonaDraw(NamedTuple):
+    """A sampled persona with its flat value indices and its acceptable-item mask."""
+
+    persona: Persona
+    value_idx: np.ndarray
+    acceptable: np.ndarray
+
+
+def _buckets(codes: np.ndarray) -> np.ndarray:
+    """Stable hash buckets 0..9 of value-combination codes (SplitMix64 finaliser, wrapping uint64)."""
+    x = codes.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return ((x ^ (x >> np.uint64(31))) % np.uint64(10)).astype(np.int64)
 
 
 class PersonaSampler:
     """Seeded persona sampling restricted to one split.
 
-    Sampling is vectorised: candidates are drawn in blocks and the first one in the split that
-    can be satisfied is kept, so a draw costs a few numpy calls whatever the split's share.
+    Candidates are drawn in vectorised blocks; those in the split that can be satisfied are
+    queued and handed out one per draw. The queue belongs to one generator: a new generator
+    object (as ``reset(seed=...)`` creates) starts a fresh block, so a seed fixes the sequence.
 
     Args:
         world: The world to sample from.
         split: One of ``train``, ``valid``, ``test``, ``test_unseen``, or ``all``.
     """
 
+    BLOCK = 128
+
     def __init__(self, world: World, split: str = "train") -> None:
         if split not in (*SPLITS, "all"):
             raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
         self.world = world
         self.split = split
-        sizes = np.array([len(s.values) for s in world.slots], dtype=np.int64)
-        self._sizes = sizes
+        sizes = [len(s.values) for s in world.slots]
         self._offsets = np.array([s.offset for s in world.slots], dtype=np.int64)
-        radix = np.ones_like(sizes)
-        radix[1:] = np.cumprod(sizes[:-1])
-        self._radix = radix.astype(np.uint64)
-        held = np.zeros(world.n_values, dtype=bool)
-        for s in world.slots:
-            for v in s.values:
-                held[v.index] = v.id in s.held_out
-        self._held = held
+        # Mixed-radix code of a combination: sum_k local_k * prod_{j<k} size_j (exact in int64
+        # for worlds up to ~10^18 combinations).
+        self._radix = np.cumprod([1, *sizes[:-1]]).astype(np.int64)
+        self._held = np.array([v.id in world.slot[v.slot].held_out for v in world.values], dtype=bool)
         # Slots draw from all values for test_unseen/all, from the seen values otherwise.
         seen_only = split in _SPLIT_BUCKETS
-        self._choices = [
-            np.array([v.index - s.offset for v in s.values if not (seen_only and v.id in s.held_out)])
-            for s in world.slots
-        ]
+        choices = [[v.index - s.offset for v in s.values if not (seen_only and v.id in s.held_out)] for s in world.slots]
+        self._n_choices = np.array([len(c) for c in choices], dtype=np.float64)
+        self._choice_table = np.zeros((len(choices), max(len(c) for c in choices)), dtype=np.int64)
+        for k, c in enumerate(choices):
+            self._choice_table[k, : len(c)] = c
+        self._slot_rows = np.arange(len(choices))
         self._trait_levels = [world.traits[t] for t in TRAIT_NAMES]
+        self._n_levels = np.array([len(x) for x in self._trait_levels], dtype=np.float64)
+        self._queue: list[tuple[np.ndarray, np.ndarray, list[int]]] = []
+        self._queue_rng: np.random.Generator | None = None
 
-    def split_of(self, value_idx: np.ndarray) -> np.ndarray:
-        """Split names (as an array of str) of rows of flat value indices, shape ``(n, n_slots)``."""
-        value_idx = np.atleast_2d(value_idx)
-        local = (value_idx - self._offsets).astype(np.uint64)
-        code = (local * self._radix).sum(axis=1, dtype=np.uint64)
-        bucket = (_mix64(code + np.uint64(0x9E3779B97F4A7C15)) % np.uint64(10)).astype(np.int64)
-        out = np.where(bucket < 8, "train", np.where(bucket < 9, "valid", "test")).astype(object)
-        out[self._held[value_idx].any(axis=1)] = "test_unseen"
-        return out
+    def _split_mask(self, idx: np.ndarray) -> np.ndarray:
+        """Which rows of flat value indices lie in this sampler's split."""
+        held = self._held[idx].any(axis=1)
+        if self.split == "all":
+            return np.ones(len(idx), dtype=bool)
+        if self.split == "test_unseen":
+            return held
+        b = _buckets((idx - self._offsets) @ self._radix)
+        r = _SPLIT_BUCKETS[self.split]
+        return ~held & (b >= r.start) & (b < r.stop)
+
+    def split_of(self, value_idx: np.ndarray) -> list[str]:
+        """Split names of rows of flat value indices (shape ``(n, n_slots)`` or ``(n_slots,)``)."""
+        idx = np.atleast_2d(value_idx)
+        b = _buckets((idx - self._offsets) @ self._radix).tolist()
+        held = self._held[idx].any(axis=1).tolist()
+        return ["test_unseen" if h else "train" if k < 8 else "valid" if k < 9 else "test" for k, h in zip(b, held, strict=True)]
+
+    def _refill(self, rng: np.random.Generator) -> None:
+        world, n_slots = self.world, len(self._slot_rows)
+        u = rng.random((self.BLOCK, n_slots + len(self._n_levels)))
+        local = self._choice_table[self._slot_rows, (u[:, :n_slots] * self._n_choices).astype(np.int64)]
+        idx = local + self._offsets
+        rows = np.flatnonzero(self._split_mask(idx))
+        if not len(rows):
+            return
+        cand = idx[rows]
+        ok = ~world.violation[:, cand].any(axis=2) & world.appeal[:, cand].any(axis=2)  # (items, rows)
+        levels = (u[rows, n_slots:] * self._n_levels).astype(np.int64).tolist()
+        self._queue = [(cand[k], ok[:, k], levels[k]) for k in np.flatnonzero(ok.any(axis=0)).tolist()]
+        self._queue.reverse()  # pop() from the end hands them out in draw order
 
     def sample(self, rng: np.random.Generator) -> Persona:
         """Draw one satisfiable persona of this sampler's split."""
+        return self.sample_indexed(rng)[0]
+
+    def sample_indexed(self, rng: np.random.Generator) -> PersonaDraw:
+        """Like :meth:`sample`, also returning the flat value indices and acceptable-item mask."""
+        if rng is not self._queue_rng:
+            self._queue, self._queue_rng = [], rng
+        while not self._queue:
+            self._refill(rng)
+        vi, ok, levels = self._queue.pop()
         world = self.world
-        while True:
-            cols = [c[rng.integers(0, len(c), size=64)] for c in self._choices]
-            idx = np.stack(cols, axis=1) + self._offsets
-            ok = np.ones(len(idx), dtype=bool)
-            if self.split != "all":
-                ok &= self.split_of(idx) == self.split
-            cand = np.flatnonzero(ok)
-            for row in cand:
-                vi = idx[row]
-                if world.acceptable_mask(vi).any():
-                    traits = {
-                        t: levels[int(rng.integers(len(levels)))]
-                        for t, levels in zip(TRAIT_NAMES, self._trait_levels, strict=True)
-                    }
-                    values = {s.name: world.values[i].id for s, i in zip(world.slots, vi, strict=True)}
-                    return Persona(values=values, traits=traits)
+        traits = {t: lv[k] for t, lv, k in zip(TRAIT_NAMES, self._trait_levels, levels, strict=True)}
+        values = {s.name: world.values[i].id for s, i in zip(world.slots, vi.tolist(), strict=True)}
+        return PersonaDraw(Persona(values=values, traits=traits), vi, ok)
 
     def sample_many(self, n: int, seed: int) -> list[Persona]:
         """Draw ``n`` personas with a fresh generator seeded by ``seed`` (a reproducible set)."""
@@ -176,7 +205,7 @@ class PersonaSampler:
 
 def persona_split(world: World, persona: Persona) -> str:
     """The split a persona's value combination belongs to."""
-    return str(PersonaSampler(world, "all").split_of(world.value_indices(persona.values))[0])
+    return PersonaSampler(world, "all").split_of(world.value_indices(persona.values))[0]
 
 
 def save_personas(path: str | Path, personas: Iterable[Persona]) -> Path:

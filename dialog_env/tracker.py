@@ -6,8 +6,9 @@ The ``rule`` tracker reads the user's *text* through :class:`~dialog_env.nlu.Use
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,8 +22,7 @@ TRACKER_MODES = ("rule", "oracle")
 EVIDENCE_WEIGHT = 50.0
 
 
-@dataclass(frozen=True, slots=True)
-class TrackerView:
+class TrackerView(NamedTuple):
     """An immutable snapshot of the agent-side state, as rewards see it.
 
     Attributes:
@@ -47,8 +47,9 @@ class DialogueStateTracker:
 
     State (all public, read-only for agents):
         ``belief`` -- flat float32 array over every value, summing to 1 within each slot;
-        ``informed``, ``asked``, ``declined``, ``confirmed`` -- bool arrays over slots;
-        ``rejected``, ``recommended`` -- bool arrays over items; ``goal`` -- category id or None;
+        ``informed``, ``asked``, ``declined``, ``confirmed`` -- bool arrays over slots (the rows
+        of ``slot_flags``); ``recommended``, ``rejected`` -- bool arrays over items (the rows of
+        ``item_flags``); ``goal`` -- category id or None;
         ``conflicts`` -- how many user informs disagreed with an earlier belief.
 
     Args:
@@ -65,27 +66,39 @@ class DialogueStateTracker:
         self.nlu = UserNLU(lexicon or Lexicon(world))
         n_slots, n_items = len(world.slots), len(world.items)
         self._slot_of_value = np.repeat(np.arange(n_slots), [len(s.values) for s in world.slots])
+        self._slot_index = {s.name: s.index for s in world.slots}
+        self._value_index = {(v.slot, v.id): v.index for v in world.values}
+        self._item_index = {it.id: it.index for it in world.items}
         self._bounds = [(s.offset, s.offset + len(s.values)) for s in world.slots]
         self._max_entropy = np.array([np.log2(len(s.values)) for s in world.slots])
+        self._uniform = np.concatenate([np.full(len(s.values), 1.0 / len(s.values)) for s in world.slots]).astype(np.float32)
         self.evidence = np.zeros(world.n_values, dtype=np.float64)
+        # Evidence patterns repeat (mostly a single inform), so posteriors are memoised.
+        self._posterior_cache: dict[tuple[float, ...], tuple[np.ndarray, float, int]] = {}
         self.belief = np.zeros(world.n_values, dtype=np.float32)
         self.slot_entropy = np.zeros(n_slots, dtype=np.float64)
-        self.informed = np.zeros(n_slots, dtype=bool)
-        self.asked = np.zeros(n_slots, dtype=bool)
-        self.declined = np.zeros(n_slots, dtype=bool)
-        self.confirmed = np.zeros(n_slots, dtype=bool)
-        self.rejected = np.zeros(n_items, dtype=bool)
-        self.recommended = np.zeros(n_items, dtype=bool)
+        # Flags live in two blocks (cheap to clear and to copy into observations); the named
+        # arrays are views of their rows.
+        self.slot_flags = np.zeros((4, n_slots), dtype=bool)
+        self.item_flags = np.zeros((2, n_items), dtype=bool)
+        self.informed, self.asked, self.declined, self.confirmed = self.slot_flags
+        self.recommended, self.rejected = self.item_flags
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (start of a dialogue)."""
         self.evidence[:] = 0.0
-        for s, (lo, hi) in enumerate(self._bounds):
-            self.belief[lo:hi] = 1.0 / (hi - lo)
+        self.belief[:] = self._uniform
         self.slot_entropy[:] = self._max_entropy
-        for arr in (self.informed, self.asked, self.declined, self.confirmed, self.rejected, self.recommended):
-            arr[:] = False
+        self.slot_flags[:] = False
+        self.item_flags[:] = False
+        # Python-side mirrors of the arrays: cheap snapshots for rewards, cheap lookups for agents.
+        self._known: dict[str, str] = {}
+        self._asked: set[str] = set()
+        self._declined: set[str] = set()
+        self._confirmed: set[str] = set()
+        self._rejected: set[str] = set()
+        self._entropy = float(self._max_entropy.sum())
         self.goal: str | None = None
         self.conflicts = 0
         self.last_asked: tuple[str, ...] = ()
@@ -97,31 +110,25 @@ class DialogueStateTracker:
     @property
     def entropy(self) -> float:
         """Total belief entropy (bits) over all slots."""
-        return float(self.slot_entropy.sum())
+        return self._entropy
 
     def best(self, slot: str) -> str | None:
         """The most likely value of ``slot`` if the user informed it, else ``None``."""
-        s = self.world.slot[slot]
-        if not self.informed[s.index]:
-            return None
-        lo, hi = self._bounds[s.index]
-        return s.values[int(np.argmax(self.belief[lo:hi]))].id
+        return self._known.get(slot)
 
     def known(self) -> dict[str, str]:
         """Slot -> believed value for every informed slot."""
-        return {s.name: self.best(s.name) for s in self.world.slots if self.informed[s.index]}  # type: ignore[misc]
+        return dict(self._known)
 
     def view(self) -> TrackerView:
         """An immutable snapshot for reward computation."""
-        names = self.world.slot_names
-        items = self.world.items
         return TrackerView(
-            known=self.known(),
-            asked=frozenset(names[i] for i in np.flatnonzero(self.asked)),
-            declined=frozenset(names[i] for i in np.flatnonzero(self.declined)),
-            confirmed=frozenset(names[i] for i in np.flatnonzero(self.confirmed)),
-            rejected=frozenset(items[i].id for i in np.flatnonzero(self.rejected)),
-            entropy=self.entropy,
+            known=dict(self._known),
+            asked=frozenset(self._asked),
+            declined=frozenset(self._declined),
+            confirmed=frozenset(self._confirmed),
+            rejected=frozenset(self._rejected),
+            entropy=self._entropy,
         )
 
     # -- updates ------------------------------------------------------------------------------
@@ -131,6 +138,7 @@ class DialogueStateTracker:
         for a in acts:
             if a.intent == A.ASK:
                 self.asked[self.world.slot[a.slot].index] = True
+                self._asked.add(a.slot)
                 asked.append(a.slot)
             elif a.intent == A.CONFIRM and self.last_confirm is None:
                 self.last_confirm = (a.slot, a.value)
@@ -153,31 +161,32 @@ class DialogueStateTracker:
             acts = tuple(true_acts)
         else:
             acts = self.nlu.parse(text, self.last_asked, self.last_confirm, self.last_recommended)
-        w = self.world
+        slot_index, value_index = self._slot_index, self._value_index
         for a in acts:
             t = a.intent
             if t == A.INFORM:
-                self._observe(w.slot[a.slot].index, w.value(a.slot, a.value).index)
+                self._observe(slot_index[a.slot], value_index[a.slot, a.value])
             elif t == A.AFFIRM:
-                s = w.slot[a.slot].index
-                self._observe(s, w.value(a.slot, a.value).index)
+                s = slot_index[a.slot]
+                self._observe(s, value_index[a.slot, a.value])
                 self.confirmed[s] = True
+                self._confirmed.add(a.slot)
             elif t == A.NEGATE:
-                v = w.value(a.slot, a.value).index
-                self.evidence[v] = 0.0
-                self._refresh(w.slot[a.slot].index)
+                self.evidence[value_index[a.slot, a.value]] = 0.0
+                self._refresh(slot_index[a.slot])
             elif t == A.DECLINE:
-                self.declined[w.slot[a.slot].index] = True
+                self.declined[slot_index[a.slot]] = True
+                self._declined.add(a.slot)
             elif t == A.REJECT:
-                self.rejected[w.item[a.value].index] = True
+                self.rejected[self._item_index[a.value]] = True
+                self._rejected.add(a.value)
             elif t == A.REQUEST and self.goal is None:
                 self.goal = a.value
         self.last_user_acts = acts
         return acts
 
     def _observe(self, s: int, v: int) -> None:
-        lo, hi = self._bounds[s]
-        if self.informed[s] and self.evidence[v] == 0.0 and self.evidence[lo:hi].any():
+        if self.informed[s] and self.evidence[v] == 0.0:
             self.conflicts += 1
         self.evidence[v] += 1.0
         self.informed[s] = True
@@ -185,13 +194,30 @@ class DialogueStateTracker:
 
     def _refresh(self, s: int) -> None:
         lo, hi = self._bounds[s]
-        w = 1.0 + EVIDENCE_WEIGHT * self.evidence[lo:hi]
-        p = w / w.sum()
+        ev = tuple(self.evidence[lo:hi].tolist())
+        cached = self._posterior_cache.get(ev)
+        if cached is None:
+            cached = self._posterior_cache[ev] = _posterior(ev)
+        p, h, best = cached
         self.belief[lo:hi] = p
-        self.slot_entropy[s] = float(-(p * np.log2(p)).sum())
-        if not self.evidence[lo:hi].any():
+        self._entropy += h - self.slot_entropy[s]
+        self.slot_entropy[s] = h
+        slot = self.world.slots[s]
+        if best >= 0:
+            self._known[slot.name] = slot.values[best].id
+        else:
             self.informed[s] = False
+            self._known.pop(slot.name, None)
 
+
+def _posterior(evidence: tuple[float, ...]) -> tuple[np.ndarray, float, int]:
+    """Belief, entropy (bits) and best value index (-1 without evidence) of one slot."""
+    w = [1.0 + EVIDENCE_WEIGHT * e for e in evidence]
+    total = sum(w)
+    p = [x / total for x in w]
+    h = -sum(x * math.log2(x) for x in p)
+    best = max(range(len(p)), key=p.__getitem__) if any(evidence) else -1
+    return np.array(p, dtype=np.float32), h, best
 
 def joint_goal_correct(known: dict[str, str], revealed: dict[str, str]) -> bool:
     """Joint-goal accuracy for one turn: the tracked slots and values equal the revealed ones."""

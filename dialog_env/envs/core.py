@@ -66,6 +66,14 @@ class PersonaRecCore(gym.Env):
         self.act_table = ActTable(self.world)
         self.agent_nlg = AgentNLG(self.world)
         self.tracker = DialogueStateTracker(self.world, tracker, self.lexicon)
+        tab = self.act_table
+        self._mask = np.ones(tab.size, dtype=bool)
+        self._mask_parts = (
+            self._mask[tab.ask_start : tab.confirm_start],
+            self._mask[tab.confirm_start : tab.recommend_start],
+            self._mask[tab.recommend_start : tab.chitchat],
+            self._mask[tab.chitchat :],
+        )
         self.user = AgendaUser(self.world)
         self.reward_fn = WeightedReward(reward_weights)
         self.sampler = PersonaSampler(self.world, split)
@@ -73,6 +81,7 @@ class PersonaRecCore(gym.Env):
             load_personas(persona_file, self.world) if persona_file is not None else None
         )
         self._episode_over = True
+        self._rng: random.Random | None = None
         self._history: list[tuple[str, str]] = []
         self._rewards: list[dict[str, float]] = []
 
@@ -84,23 +93,26 @@ class PersonaRecCore(gym.Env):
         unknown = set(options) - {"persona", "goal"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: ['persona', 'goal']")
-        if "persona" in options:
-            persona = coerce_persona(options["persona"], self.world)
-        elif self.personas is not None:
-            persona = self.personas[int(self.np_random.integers(len(self.personas)))]
-        else:
-            persona = self.sampler.sample(self.np_random)
-        value_idx = self.world.value_indices(persona.values)
-        if "goal" in options:
-            goal = options["goal"]
-            if goal not in self.world.category:
-                raise ValueError(f"reset option 'goal' must be one of {list(self.world.category)}, got {goal!r}")
-        else:
+        if "persona" in options or self.personas is not None:
+            if "persona" in options:
+                persona = coerce_persona(options["persona"], self.world)
+            else:
+                persona = self.personas[int(self.np_random.integers(len(self.personas)))]  # type: ignore[index]
+            value_idx = self.world.value_indices(persona.values)
             ok = self.world.acceptable_mask(value_idx)
-            cats = np.unique(self.world.item_category[ok]) if ok.any() else np.arange(len(self.world.categories))
-            goal = self.world.categories[int(cats[int(self.np_random.integers(len(cats)))])].id
-        # Phrasing and user choices come from a generator derived from np_random: a seed fixes all.
-        self._rng = random.Random(int(self.np_random.integers(2**63)))
+        else:
+            persona, value_idx, ok = self.sampler.sample_indexed(self.np_random)
+        goal = options.get("goal")
+        if goal is not None and goal not in self.world.category:
+            raise ValueError(f"reset option 'goal' must be one of {list(self.world.category)}, got {goal!r}")
+        # Phrasing and user choices come from a generator derived from np_random: a seed fixes
+        # all. Unseeded resets continue the same stream (still deterministic after a seed).
+        if seed is not None or self._rng is None:
+            self._rng = random.Random(int(self.np_random.integers(2**63)))
+        if "goal" not in options:
+            # A goal the persona can be satisfied in (any goal if none can).
+            cats = sorted(set(self.world.item_category[ok].tolist())) or list(range(len(self.world.categories)))
+            goal = self.world.categories[cats[self._rng.randrange(len(cats))]].id
         self.persona, self.goal = persona, goal
         self._value_idx = value_idx
         self.tracker.reset()
@@ -200,6 +212,15 @@ class PersonaRecCore(gym.Env):
             **self._reset_record,
             "agent_turns": [t for r, t in self._history if r == ROLE_AGENT],
         }
+
+    def action_masks(self) -> np.ndarray:
+        """Bool mask over act-table ids: False for pointless acts (see ``PersonaRec-v0``)."""
+        t, (ask, confirm, rec, rest) = self.tracker, self._mask_parts
+        np.logical_or(t.informed, t.declined, out=ask)
+        np.logical_not(ask, out=ask)
+        np.greater(t.informed, t.confirmed, out=confirm)  # informed and not yet confirmed
+        np.logical_not(t.rejected, out=rec)
+        return self._mask.copy()
 
     def act_from_id(self, action: int) -> DialogueAct:
         """The act of an act-table id; ``confirm`` takes the tracker's best value (or asks).

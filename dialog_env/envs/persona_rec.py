@@ -43,10 +43,11 @@ class PersonaRecEnv(PersonaRecCore):
 
     ## Observation Space
 
-    `Box(0, 1, (D,), float32)`: the tracker's belief over every slot value; per-slot flags
-    informed / asked / declined / confirmed; the goal category (one-hot, as the tracker heard it);
-    per-item recommended / rejected flags; the turn as a fraction of `max_turns`; the intent of the
-    user's last turn as understood (one-hot). It is built only from what the agent heard.
+    `Box(0, 1, (D,), float32)` (D = 210 in the default world), in this order: the tracker's belief
+    over every slot value; per-slot flags informed / asked / declined / confirmed; per-item flags
+    recommended / rejected; the goal category (one-hot, as the tracker heard it); the turn as a
+    fraction of `max_turns`; the intents of the user's last turn as understood (multi-hot). It is
+    built only from what the agent heard.
 
     ## Rewards
 
@@ -104,11 +105,17 @@ class PersonaRecEnv(PersonaRecCore):
         super().__init__(**kwargs)
         w = self.world
         n_slots, n_items, n_cats = len(w.slots), len(w.items), len(w.categories)
-        self._intent_index = {t: i for i, t in enumerate(A.USER_INTENTS)}
         self._obs_dim = w.n_values + 4 * n_slots + n_cats + 2 * n_items + 1 + len(A.USER_INTENTS)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(self._obs_dim,), dtype=np.float32)
         self.action_space = spaces.Discrete(len(self.act_table))
         self._obs = np.zeros(self._obs_dim, dtype=np.float32)
+        t = self.tracker
+        # Tracker arrays first (updated in place by the tracker), then goal, turn, intent.
+        self._tracker_parts = [t.belief, t.slot_flags.reshape(-1), t.item_flags.reshape(-1)]
+        self._tail_at = w.n_values + 4 * n_slots + 2 * n_items
+        self._goal_index = {c.id: c.index for c in w.categories}
+        self._turn_at = n_cats
+        self._intent_index = {t: n_cats + 1 + i for i, t in enumerate(A.USER_INTENTS)}
 
     # -- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -127,26 +134,17 @@ class PersonaRecEnv(PersonaRecCore):
         info["action_mask"] = self.action_masks()
         return self._observe(), reward, terminated, False, info
 
-    def action_masks(self) -> np.ndarray:
-        """Bool mask over actions: False for pointless acts (see Action Space)."""
-        t, tab = self.tracker, self.act_table
-        mask = np.ones(len(tab), dtype=bool)
-        mask[tab.ask_start : tab.confirm_start] = ~(t.informed | t.declined)
-        mask[tab.confirm_start : tab.recommend_start] = t.informed & ~t.confirmed
-        mask[tab.recommend_start : tab.chitchat] = ~t.rejected
-        return mask
-
-    # -- helpers ------------------------------------------------------------------------------
     def _observe(self) -> np.ndarray:
-        t, obs = self.tracker, self._obs
-        parts: list[np.ndarray] = [t.belief, t.informed, t.asked, t.declined, t.confirmed]
-        goal = np.zeros(len(self.world.categories), dtype=np.float32)
+        t, obs, g = self.tracker, self._obs, self._tail_at
+        np.concatenate(self._tracker_parts, out=obs[:g], casting="unsafe")
+        # goal one-hot, turn fraction, intents: built in Python, written in one assignment.
+        tail = [0.0] * (self._obs_dim - g)
         if t.goal is not None:
-            goal[self.world.category[t.goal].index] = 1.0
-        intent = np.zeros(len(A.USER_INTENTS), dtype=np.float32)
+            tail[self._goal_index[t.goal]] = 1.0
+        tail[self._turn_at] = min(1.0, self._turn / self.max_turns)
         for a in t.last_user_acts:
-            if a.intent in self._intent_index:
-                intent[self._intent_index[a.intent]] = 1.0
-        parts += [goal, t.recommended, t.rejected, np.array([min(1.0, self._turn / self.max_turns)]), intent]
-        np.concatenate(parts, out=obs, casting="unsafe")
+            k = self._intent_index.get(a.intent)
+            if k is not None:
+                tail[k] = 1.0
+        obs[g:] = tail
         return obs.copy()

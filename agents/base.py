@@ -1,0 +1,66 @@
+"""The agent protocol and the agent registry."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """A dialogue policy.
+
+    ``reset`` is called after each ``env.reset`` with the (possibly wrapped) env; ``act`` returns
+    an action for ``env.step``: an act id in ``PersonaRec-v0``, a string in ``PersonaRecText-v0``.
+    """
+
+    name: str
+
+    def reset(self, env: gym.Env, seed: int | None = None) -> None:
+        """Prepare for a new dialogue in ``env``."""
+        ...
+
+    def act(self, observation: Any, info: dict[str, Any]) -> Any:
+        """Choose the next action."""
+        ...
+
+
+AgentFactory = Callable[..., Agent]
+AGENTS: dict[str, AgentFactory] = {}
+
+
+def register_agent(name: str) -> Callable[[AgentFactory], AgentFactory]:
+    """Class decorator: register an agent factory under ``name``."""
+
+    def add(factory: AgentFactory) -> AgentFactory:
+        AGENTS[name] = factory
+        return factory
+
+    return add
+
+
+def make_agent(spec: str | Agent, **kwargs: Any) -> Agent:
+    """Build an agent from a registered name or an import path ``"package.module:attr"``.
+
+    Args:
+        spec: A name in :data:`AGENTS`, an import path to an agent class/factory, or an agent.
+        **kwargs: Passed to the factory.
+
+    Raises:
+        ValueError: The spec matches nothing; the message lists what is allowed.
+    """
+    if not isinstance(spec, str):
+        return spec
+    if spec in AGENTS:
+        return AGENTS[spec](**kwargs)
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"agent {spec!r}: cannot import {attr!r} from {module_name!r}: {e}") from e
+        return obj(**kwargs)
+    raise ValueError(f"unknown agent {spec!r}; expected one of {sorted(AGENTS)} or an import path 'package.module:attr'")

@@ -1,0 +1,107 @@
+"""Baseline agents: random (floor), rule (fixed question order), oracle (knows the persona: ceiling).
+
+They choose act-table ids and work in both modes: in ``PersonaRecText-v0`` the act is rendered
+as an utterance by the env's agent NLG.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.base import register_agent
+from dialog_env.envs.core import PersonaRecCore
+from dialog_env.envs.persona_rec_text import PersonaRecTextEnv
+
+
+class ActAgent:
+    """Base for agents that pick act-table ids; renders them as text in text mode."""
+
+    name = "act"
+
+    def reset(self, env: gym.Env, seed: int | None = None) -> None:
+        """Remember the env's core (tracker, act table, world)."""
+        core = env.unwrapped
+        if not isinstance(core, PersonaRecCore):
+            raise TypeError(f"{type(self).__name__} needs a PersonaRec environment, got {type(core).__name__}")
+        self.core = core
+        self.text_mode = isinstance(core, PersonaRecTextEnv)
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, observation: Any, info: dict[str, Any]) -> int | str:
+        """Choose an act id (or its utterance in text mode)."""
+        a = self.choose()
+        return self.core.act_to_text(a) if self.text_mode else a  # type: ignore[attr-defined]
+
+    def choose(self) -> int:
+        """The act id to take; subclasses implement it."""
+        raise NotImplementedError
+
+    def best_item(self, known: dict[str, str]) -> str | None:
+        """Best unrejected item in the goal category given ``known`` facts: no violated known
+        fact, most appealing known facts, then catalog order."""
+        core = self.core
+        goal = core.tracker.goal
+        best, best_score = None, -1
+        for item in core.world.items:
+            if (goal is not None and item.category != goal) or core.tracker.rejected[item.index]:
+                continue
+            if item.violated_slots(known):
+                continue
+            score = len(item.appealing_slots(known))
+            if score > best_score:
+                best, best_score = item.id, score
+        return best
+
+
+@register_agent("random")
+class RandomAgent(ActAgent):
+    """Uniform over the acts allowed by the action mask."""
+
+    name = "random"
+
+    def choose(self) -> int:
+        """A uniformly random allowed act."""
+        return int(self.rng.choice(np.flatnonzero(self.core.action_masks())))
+
+
+@register_agent("rule")
+class RuleAgent(ActAgent):
+    """Asks every slot in world order (skipping ones already known or declined), then recommends
+    the best fit for what it learned; after a rejection, the next best."""
+
+    name = "rule"
+
+    def choose(self) -> int:
+        """Next unasked slot, else the best-fitting item, else ``bye``."""
+        core, t = self.core, self.core.tracker
+        for s in core.world.slots:
+            if not (t.informed[s.index] or t.declined[s.index] or t.asked[s.index]):
+                return core.act_table.ask(s.name)
+        item = self.best_item(t.known())
+        return core.act_table.recommend(item) if item else core.act_table.bye
+
+
+@register_agent("oracle")
+class OracleAgent(ActAgent):
+    """Reads the hidden persona and goal (privileged) and recommends the most appealing
+    acceptable item at once: the ceiling."""
+
+    name = "oracle"
+
+    def choose(self) -> int:
+        """The best acceptable item for the true persona, else ``bye``."""
+        core = self.core
+        item = self.best_item(dict(core.persona.values))
+        return core.act_table.recommend(item) if item else core.act_table.bye
+
+    def best_item(self, known: dict[str, str]) -> str | None:
+        """Like :meth:`ActAgent.best_item` but in the true goal category."""
+        core = self.core
+        ok = core.world.acceptable_mask(core.world.value_indices(core.persona.values), core.goal) & ~core.tracker.rejected
+        cands = [core.world.items[i] for i in np.flatnonzero(ok)]
+        if not cands:
+            return None
+        return max(cands, key=lambda it: (len(it.appealing_slots(known)), -it.index)).id
