@@ -63,4 +63,6 @@ def make_agent(spec: str | Agent, **kwargs: Any) -> Agent:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"agent {spec!r}: cannot import {attr!r} from {module_name!r}: {e}") from e
         return obj(**kwargs)
-    raise ValueError(f"unknown agent {spec!r}; expected one of {sorted(AGENTS)} or an import path 'package.module:attr'")
+    raise ValueError(
+        f"unknown agent {spec!r}; expected one of {sorted(AGENTS)} or an import path 'package.module:attr'"
+    )

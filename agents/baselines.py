@@ -100,7 +100,10 @@ class OracleAgent(ActAgent):
     def best_item(self, known: dict[str, str]) -> str | None:
         """Like :meth:`ActAgent.best_item` but in the true goal category."""
         core = self.core
-        ok = core.world.acceptable_mask(core.world.value_indices(core.persona.values), core.goal) & ~core.tracker.rejected
+        ok = (
+            core.world.acceptable_mask(core.world.value_indices(core.persona.values), core.goal)
+            & ~core.tracker.rejected
+        )
         cands = [core.world.items[i] for i in np.flatnonzero(ok)]
         if not cands:
             return None

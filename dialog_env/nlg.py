@@ -23,7 +23,11 @@ AGENT_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 USER_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "request": ("Hi! Can you help me find {noun}?", "Hello, I'm looking for {noun}.", "Hey there. I need {noun}, any ideas?"),
+    "request": (
+        "Hi! Can you help me find {noun}?",
+        "Hello, I'm looking for {noun}.",
+        "Hey there. I need {noun}, any ideas?",
+    ),
     "request_terse": ("Looking for {noun}.", "Need {noun}.", "{Noun}, please."),
     "inform_terse": ("{Short}.", "Well, {short}.", "Oh, {short}."),
     "inform": ("{fact}.", "Well, {fact}.", "Good question. {fact}."),
@@ -33,20 +37,40 @@ USER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{fact}. I could talk about it for hours.",
     ),
     "volunteer": ("Also, {fact}.", "And by the way, {fact}.", "Oh, and {fact}."),
-    "decline": ("I'd rather not say.", "I'd prefer not to talk about my {noun}.", "Let's skip that one, if you don't mind."),
-    "reject_reason": ("{name} won't work for me. {fact}.", "Hmm, no. {fact}, so {name} is not for me.", "Not {name}, sorry. {fact}."),
+    "decline": (
+        "I'd rather not say.",
+        "I'd prefer not to talk about my {noun}.",
+        "Let's skip that one, if you don't mind.",
+    ),
+    "reject_reason": (
+        "{name} won't work for me. {fact}.",
+        "Hmm, no. {fact}, so {name} is not for me.",
+        "Not {name}, sorry. {fact}.",
+    ),
     "reject_category": (
         "{name} isn't what I'm after. I'm looking for {noun}.",
         "No, not {name}. I need {noun}.",
         "Sorry, {name} is no good. I want {noun}.",
     ),
     "reject_again": ("I already said no to {name}.", "No, {name} still won't work.", "Not {name}, I told you."),
-    "accept": ("{name} sounds perfect, thank you!", "Great idea, I'll go with {name}!", "I love it. {name} it is, thanks!"),
+    "accept": (
+        "{name} sounds perfect, thank you!",
+        "Great idea, I'll go with {name}!",
+        "I love it. {name} it is, thanks!",
+    ),
     "affirm": ("Yes, that's right.", "Exactly.", "Correct."),
     "negate": ("No, actually {fact}.", "Not quite. {fact}.", "Nope, {fact}."),
     "repeat": ("I already told you: {fact}.", "As I said, {fact}.", "Like I mentioned, {fact}."),
-    "chitchat": ("Sure. Anyway, I'm looking for {noun}.", "Ha, yes. Could we focus on finding {noun}?", "Fine, thanks. So, about {noun}?"),
-    "bye_left": ("Sorry, I have to go. Bye.", "This is taking too long. Goodbye.", "Never mind, I'll figure it out myself. Bye."),
+    "chitchat": (
+        "Sure. Anyway, I'm looking for {noun}.",
+        "Ha, yes. Could we focus on finding {noun}?",
+        "Fine, thanks. So, about {noun}?",
+    ),
+    "bye_left": (
+        "Sorry, I have to go. Bye.",
+        "This is taking too long. Goodbye.",
+        "Never mind, I'll figure it out myself. Bye.",
+    ),
     "bye": ("Bye!", "Goodbye then.", "OK, bye."),
     "bye_accepted": ("Thanks again, bye!", "Bye, and thanks!", "Have a good one, bye!"),
 }
@@ -111,7 +135,9 @@ class UserNLG:
                     parts.append(rng.choice(USER_TEMPLATES["volunteer"]).format(fact=v.fact))
                 else:
                     key = {"terse": "inform_terse", "chatty": "inform_chatty"}.get(verbosity, "inform")
-                    parts.append(rng.choice(USER_TEMPLATES[key]).format(fact=v.fact, short=v.short, Short=_cap(v.short)))
+                    parts.append(
+                        rng.choice(USER_TEMPLATES[key]).format(fact=v.fact, short=v.short, Short=_cap(v.short))
+                    )
                 answered = True
             elif t == A.DECLINE:
                 parts.append(rng.choice(USER_TEMPLATES["decline"]).format(noun=w.slot[act.slot].noun))
@@ -120,7 +146,9 @@ class UserNLG:
                 name = w.item[act.value].name if t == A.REJECT else ""
                 if nxt is not None and nxt.intent == A.INFORM:
                     key = {A.REJECT: "reject_reason", A.NEGATE: "negate", A.REPEAT: "repeat"}[t]
-                    parts.append(rng.choice(USER_TEMPLATES[key]).format(name=name, fact=w.value(nxt.slot, nxt.value).fact))
+                    parts.append(
+                        rng.choice(USER_TEMPLATES[key]).format(name=name, fact=w.value(nxt.slot, nxt.value).fact)
+                    )
                     i += 1
                 elif nxt is not None and nxt.intent == A.REQUEST:
                     noun = w.category[nxt.value].noun

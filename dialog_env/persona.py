@@ -138,7 +138,9 @@ class PersonaSampler:
         self._held = np.array([v.id in world.slot[v.slot].held_out for v in world.values], dtype=bool)
         # Slots draw from all values for test_unseen/all, from the seen values otherwise.
         seen_only = split in _SPLIT_BUCKETS
-        choices = [[v.index - s.offset for v in s.values if not (seen_only and v.id in s.held_out)] for s in world.slots]
+        choices = [
+            [v.index - s.offset for v in s.values if not (seen_only and v.id in s.held_out)] for s in world.slots
+        ]
         self._n_choices = np.array([len(c) for c in choices], dtype=np.float64)
         self._choice_table = np.zeros((len(choices), max(len(c) for c in choices)), dtype=np.int64)
         for k, c in enumerate(choices):
@@ -165,7 +167,10 @@ class PersonaSampler:
         idx = np.atleast_2d(value_idx)
         b = _buckets((idx - self._offsets) @ self._radix).tolist()
         held = self._held[idx].any(axis=1).tolist()
-        return ["test_unseen" if h else "train" if k < 8 else "valid" if k < 9 else "test" for k, h in zip(b, held, strict=True)]
+        return [
+            "test_unseen" if h else "train" if k < 8 else "valid" if k < 9 else "test"
+            for k, h in zip(b, held, strict=True)
+        ]
 
     def _refill(self, rng: np.random.Generator) -> None:
         world, n_slots = self.world, len(self._slot_rows)
@@ -245,4 +250,3 @@ def load_personas(path: str | Path, world: World) -> list[Persona]:
 def coerce_persona(p: Persona | Mapping[str, Any], world: World) -> Persona:
     """Accept a :class:`Persona` or its dict form (validated)."""
     return p if isinstance(p, Persona) else Persona.from_dict(p, world)
-

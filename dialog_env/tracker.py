@@ -71,7 +71,9 @@ class DialogueStateTracker:
         self._item_index = {it.id: it.index for it in world.items}
         self._bounds = [(s.offset, s.offset + len(s.values)) for s in world.slots]
         self._max_entropy = np.array([np.log2(len(s.values)) for s in world.slots])
-        self._uniform = np.concatenate([np.full(len(s.values), 1.0 / len(s.values)) for s in world.slots]).astype(np.float32)
+        self._uniform = np.concatenate([np.full(len(s.values), 1.0 / len(s.values)) for s in world.slots]).astype(
+            np.float32
+        )
         self.evidence = np.zeros(world.n_values, dtype=np.float64)
         # Evidence patterns repeat (mostly a single inform), so posteriors are memoised.
         self._posterior_cache: dict[tuple[float, ...], tuple[np.ndarray, float, int]] = {}
@@ -218,6 +220,7 @@ def _posterior(evidence: tuple[float, ...]) -> tuple[np.ndarray, float, int]:
     h = -sum(x * math.log2(x) for x in p)
     best = max(range(len(p)), key=p.__getitem__) if any(evidence) else -1
     return np.array(p, dtype=np.float32), h, best
+
 
 def joint_goal_correct(known: dict[str, str], revealed: dict[str, str]) -> bool:
     """Joint-goal accuracy for one turn: the tracked slots and values equal the revealed ones."""

@@ -66,9 +66,7 @@ class AgendaUserConfig:
     patience_budget: Mapping[str, int] = field(default_factory=lambda: {"low": 9, "medium": 12, "high": 15})
     max_rejections: Mapping[str, int] = field(default_factory=lambda: {"low": 2, "medium": 3, "high": 3})
     decline_prob: Mapping[str, float] = field(default_factory=lambda: {"low": 0.4, "medium": 0.15, "high": 0.0})
-    volunteer_prob: Mapping[str, float] = field(
-        default_factory=lambda: {"terse": 0.0, "normal": 0.0, "chatty": 0.35}
-    )
+    volunteer_prob: Mapping[str, float] = field(default_factory=lambda: {"terse": 0.0, "normal": 0.0, "chatty": 0.35})
     max_answers: int = 2
 
 

@@ -200,9 +200,7 @@ class World:
 
     def value_indices(self, values: Mapping[str, str]) -> np.ndarray:
         """Flat value indices of a complete slot -> value assignment, in slot order."""
-        return np.fromiter(
-            (self.slot[s].by_id[values[s]].index for s in self.slot_names), dtype=np.int64
-        )
+        return np.fromiter((self.slot[s].by_id[values[s]].index for s in self.slot_names), dtype=np.int64)
 
     def acceptable_mask(self, value_idx: np.ndarray, category: str | None = None) -> np.ndarray:
         """Boolean mask over items a persona accepts: fits, appeals, optionally in ``category``."""
@@ -287,7 +285,9 @@ def parse_world(data: Any, source: str = "<world>") -> World:
     for ci, (cid, c) in enumerate(cats_raw.items()):
         where = f"categories.{cid}"
         c = _mapping(source, where, c, ["noun", "aliases"])
-        cat = Category(cid, _str(source, f"{where}.noun", c["noun"]), _alias_list(source, f"{where}.aliases", c["aliases"]), ci)
+        cat = Category(
+            cid, _str(source, f"{where}.noun", c["noun"]), _alias_list(source, f"{where}.aliases", c["aliases"]), ci
+        )
         claim(cat.aliases, where)
         categories.append(cat)
 

@@ -30,7 +30,11 @@ def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
     if isinstance(completion, str):
         return completion
     if isinstance(completion, Sequence):
-        parts = [m.get("content", "") for m in completion if isinstance(m, Mapping) and m.get("role", "assistant") == "assistant"]
+        parts = [
+            m.get("content", "")
+            for m in completion
+            if isinstance(m, Mapping) and m.get("role", "assistant") == "assistant"
+        ]
         return "\n".join(p if isinstance(p, str) else str(p) for p in parts)
     raise TypeError(f"completion must be a str or a list of chat messages, got {type(completion).__name__}")
 
@@ -67,7 +71,9 @@ class TRLReward:
             rewards.RewardError: The wrapped reward raised or returned NaN.
         """
         if "turn_contexts" in columns:
-            return [sum(call_reward(self.name, self.fn, list(ctxs))) if ctxs else 0.0 for ctxs in columns["turn_contexts"]]
+            return [
+                sum(call_reward(self.name, self.fn, list(ctxs))) if ctxs else 0.0 for ctxs in columns["turn_contexts"]
+            ]
         if "dialog_state" not in columns:
             raise ValueError(
                 f"reward {self.name!r} needs a 'dialog_state' column (single-turn data) or a "
@@ -76,7 +82,8 @@ class TRLReward:
         if completions is None:
             raise ValueError(f"reward {self.name!r}: 'completions' is required")
         contexts: list[TurnContext | None] = [
-            self._replay(state, completion_text(c)) for state, c in zip(columns["dialog_state"], completions, strict=True)
+            self._replay(state, completion_text(c))
+            for state, c in zip(columns["dialog_state"], completions, strict=True)
         ]
         live = [c for c in contexts if c is not None]
         scores = iter(call_reward(self.name, self.fn, live)) if live else iter(())

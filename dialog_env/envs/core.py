@@ -53,8 +53,13 @@ class PersonaRecCore(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self._init_kwargs: dict[str, Any] = {
-            "world": world, "split": split, "persona_file": persona_file, "noise": noise, "tracker": tracker,
-            "reward_weights": dict(reward_weights) if reward_weights is not None else None, "max_turns": max_turns,
+            "world": world,
+            "split": split,
+            "persona_file": persona_file,
+            "noise": noise,
+            "tracker": tracker,
+            "reward_weights": dict(reward_weights) if reward_weights is not None else None,
+            "max_turns": max_turns,
         }
         self.world: World = load_world(world)
         self.split = split
@@ -81,6 +86,7 @@ class PersonaRecCore(gym.Env):
             load_personas(persona_file, self.world) if persona_file is not None else None
         )
         self._episode_over = True
+        self._turn = 0
         self._rng: random.Random | None = None
         self._history: list[tuple[str, str]] = []
         self._rewards: list[dict[str, float]] = []
@@ -89,7 +95,10 @@ class PersonaRecCore(gym.Env):
     def _start(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:
         super().reset(seed=seed)
         options = dict(options or {})
-        self._reset_record = {"seed": seed, "options": {k: (v.to_dict() if isinstance(v, Persona) else v) for k, v in options.items()}}
+        self._reset_record = {
+            "seed": seed,
+            "options": {k: (v.to_dict() if isinstance(v, Persona) else v) for k, v in options.items()},
+        }
         unknown = set(options) - {"persona", "goal"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: ['persona', 'goal']")
@@ -237,6 +246,11 @@ class PersonaRecCore(gym.Env):
         return DialogueAct(kind, arg)
 
     # -- rendering ----------------------------------------------------------------------------
+    @property
+    def turn(self) -> int:
+        """Agent turns taken in the current episode."""
+        return self._turn
+
     def transcript(self) -> str:
         """The dialogue so far, one ``Role: text`` line a turn."""
         return "\n".join(f"{'User' if r == ROLE_USER else 'Agent'}: {t}" for r, t in self._history)

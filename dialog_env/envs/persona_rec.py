@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from dialog_env import acts as A
 from dialog_env.envs.core import PersonaRecCore
 
 
@@ -103,19 +102,11 @@ class PersonaRecEnv(PersonaRecCore):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        w = self.world
-        n_slots, n_items, n_cats = len(w.slots), len(w.items), len(w.categories)
-        self._obs_dim = w.n_values + 4 * n_slots + n_cats + 2 * n_items + 1 + len(A.USER_INTENTS)
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(self._obs_dim,), dtype=np.float32)
-        self.action_space = spaces.Discrete(len(self.act_table))
-        self._obs = np.zeros(self._obs_dim, dtype=np.float32)
-        t = self.tracker
-        # Tracker arrays first (updated in place by the tracker), then goal, turn, intent.
-        self._tracker_parts = [t.belief, t.slot_flags.reshape(-1), t.item_flags.reshape(-1)]
-        self._tail_at = w.n_values + 4 * n_slots + 2 * n_items
-        self._goal_index = {c.id: c.index for c in w.categories}
-        self._turn_at = n_cats
-        self._intent_index = {t: n_cats + 1 + i for i, t in enumerate(A.USER_INTENTS)}
+        from dialog_env.wrappers import BeliefEncoder
+
+        self.encoder = BeliefEncoder(self)
+        self.observation_space = self.encoder.space
+        self.action_space = spaces.Discrete(self.act_table.size)
 
     # -- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -135,16 +126,4 @@ class PersonaRecEnv(PersonaRecCore):
         return self._observe(), reward, terminated, False, info
 
     def _observe(self) -> np.ndarray:
-        t, obs, g = self.tracker, self._obs, self._tail_at
-        np.concatenate(self._tracker_parts, out=obs[:g], casting="unsafe")
-        # goal one-hot, turn fraction, intents: built in Python, written in one assignment.
-        tail = [0.0] * (self._obs_dim - g)
-        if t.goal is not None:
-            tail[self._goal_index[t.goal]] = 1.0
-        tail[self._turn_at] = min(1.0, self._turn / self.max_turns)
-        for a in t.last_user_acts:
-            k = self._intent_index.get(a.intent)
-            if k is not None:
-                tail[k] = 1.0
-        obs[g:] = tail
-        return obs.copy()
+        return self.encoder()

@@ -88,8 +88,12 @@ class PersonaRecTextEnv(PersonaRecCore):
         self.max_utterance_chars = max_utterance_chars
         self.max_transcript_chars = max_transcript_chars
         self.agent_nlu = AgentNLU(self.lexicon)
-        self.action_space = spaces.Text(max_length=max_utterance_chars, min_length=0, charset="".join(sorted(CHARSET - {"\n"})))
-        self.observation_space = spaces.Text(max_length=max_transcript_chars, min_length=1, charset="".join(sorted(CHARSET)))
+        self.action_space = spaces.Text(
+            max_length=max_utterance_chars, min_length=0, charset="".join(sorted(CHARSET - {"\n"}))
+        )
+        self.observation_space = spaces.Text(
+            max_length=max_transcript_chars, min_length=1, charset="".join(sorted(CHARSET))
+        )
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         """Start a dialogue; ``options`` as in ``PersonaRec-v0``."""

@@ -1,0 +1,118 @@
+"""Observation encoders and wrappers: belief vectors, act-level control of the text env, reward-term logging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dialog_env import acts as A
+from dialog_env.envs.core import PersonaRecCore
+
+
+class BeliefEncoder:
+    """Encodes the agent-side dialogue state of a PersonaRec env as a flat float32 vector.
+
+    Layout: the tracker's belief over every slot value; per-slot flags informed / asked /
+    declined / confirmed; per-item flags recommended / rejected; the goal category (one-hot);
+    the turn as a fraction of ``max_turns``; the intents of the user's last turn (multi-hot).
+    Everything comes from the tracker, i.e. from what the agent heard: nothing hidden.
+
+    Args:
+        core: The (unwrapped) environment whose tracker is encoded.
+    """
+
+    def __init__(self, core: PersonaRecCore) -> None:
+        w, t = core.world, core.tracker
+        n_slots, n_items, n_cats = len(w.slots), len(w.items), len(w.categories)
+        self.core = core
+        self.dim = w.n_values + 4 * n_slots + 2 * n_items + n_cats + 1 + len(A.USER_INTENTS)
+        self.space = spaces.Box(0.0, 1.0, shape=(self.dim,), dtype=np.float32)
+        self._buf = np.zeros(self.dim, dtype=np.float32)
+        # The tracker updates these arrays in place; the encoder only copies them.
+        self._tracker_parts = [t.belief, t.slot_flags.reshape(-1), t.item_flags.reshape(-1)]
+        self._tail_at = w.n_values + 4 * n_slots + 2 * n_items
+        self._goal_index = {c.id: c.index for c in w.categories}
+        self._turn_at = n_cats
+        self._intent_index = {t: n_cats + 1 + i for i, t in enumerate(A.USER_INTENTS)}
+
+    def __call__(self) -> np.ndarray:
+        """The current encoding (a fresh array)."""
+        core, obs, g = self.core, self._buf, self._tail_at
+        t = core.tracker
+        np.concatenate(self._tracker_parts, out=obs[:g], casting="unsafe")
+        # goal one-hot, turn fraction, intents: built in Python, written in one assignment.
+        tail = [0.0] * (self.dim - g)
+        if t.goal is not None:
+            tail[self._goal_index[t.goal]] = 1.0
+        tail[self._turn_at] = min(1.0, core.turn / core.max_turns)
+        for a in t.last_user_acts:
+            k = self._intent_index.get(a.intent)
+            if k is not None:
+                tail[k] = 1.0
+        obs[g:] = tail
+        return obs.copy()
+
+
+class DiscreteActsWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Drive ``PersonaRecText-v0`` with act-table ids and belief-vector observations.
+
+    The act is rendered as an utterance by the env's agent templates, so it goes through the
+    same text path (NLU included) as an LM agent's words. The result is SB3-compatible:
+    ``Discrete`` actions, a ``Box`` observation and ``action_masks()``.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        core = env.unwrapped
+        if not isinstance(core, PersonaRecCore):
+            raise TypeError(f"DiscreteActsWrapper needs a PersonaRec environment, got {type(core).__name__}")
+        self.core = core
+        self.encoder = BeliefEncoder(core)
+        self.action_space = spaces.Discrete(core.act_table.size)
+        self.observation_space = self.encoder.space
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Reset the text env; return the belief encoding."""
+        _, info = self.env.reset(seed=seed, options=options)
+        info["action_mask"] = self.core.action_masks()
+        return self.encoder(), info
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Say the act's rendering; return the belief encoding."""
+        _, reward, terminated, truncated, info = self.env.step(self.core.act_to_text(action))
+        info["action_mask"] = self.core.action_masks()
+        return self.encoder(), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """The act mask of the wrapped env (for sb3-contrib's MaskablePPO)."""
+        return self.core.action_masks()
+
+
+class RewardTermStats(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Adds ``info["episode_reward_terms"]`` (episode sums of each reward term) at episode end.
+
+    Handy for logging every term to TensorBoard, alongside Gymnasium's ``RecordEpisodeStatistics``.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self._sums: dict[str, float] = {}
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        """Start a new episode's sums."""
+        self._sums = {}
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Accumulate this turn's terms; report the sums when the episode ends."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        for k, v in info.get("reward_terms", {}).items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        if terminated or truncated:
+            info["episode_reward_terms"] = dict(self._sums)
+        return obs, reward, terminated, truncated, info
