@@ -1,0 +1,235 @@
+"""The ``dialog-env`` command line: simulate, play, eval, personas.
+
+The CLI only parses arguments and calls the library (``dialog_env.evaluation``, ``agents``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+import dialog_env
+from dialog_env.evaluation import METRIC_LABELS, METRICS, MODES, evaluate, record_to_json, summarize
+from dialog_env.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from dialog_env.persona import SPLITS, PersonaSampler, save_personas
+from dialog_env.tracker import TRACKER_MODES
+from dialog_env.world import load_world
+
+NOISE_LEVELS = (0.0, 0.15, 0.30)
+
+
+def _agents() -> dict[str, Any]:
+    from agents import AGENTS
+
+    return AGENTS
+
+
+def _noise(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"noise must be a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= x < 1.0:
+        raise argparse.ArgumentTypeError(f"noise must be in [0, 1), got {x}")
+    return x
+
+
+def _positive(text: str) -> int:
+    try:
+        x = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {x}")
+    return x
+
+
+def _agent_spec(text: str) -> str:
+    if text in _agents() or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(f"unknown agent {text!r}; choose from {sorted(_agents())} or 'package.module:attr'")
+
+
+def _env_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="test", choices=[*SPLITS, "all"], help="persona split (default: test)")
+    p.add_argument("--mode", default="act", choices=list(MODES), help="act (PersonaRec-v0) or text (PersonaRecText-v0)")
+    p.add_argument("--noise", type=_noise, default=0.0, help="semantic error rate of the user channel, e.g. 0, 0.15, 0.3")
+    p.add_argument("--tracker", default="rule", choices=list(TRACKER_MODES), help="dialogue-state tracker")
+    p.add_argument("--world", default=None, help="world file (YAML/JSON); default: the shipped world")
+    p.add_argument("--persona-file", default=None, help="JSONL personas to draw from instead of the split")
+    p.add_argument("--seed", type=int, default=0, help="first episode seed (episode i uses seed+i)")
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"noise": args.noise, "tracker": args.tracker}
+    if args.world:
+        kw["world"] = args.world
+    if args.persona_file:
+        kw["persona_file"] = args.persona_file
+    return kw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dialog-env`` argument parser."""
+    p = argparse.ArgumentParser(prog="dialog-env", description="Dialogue policies against a simulated user with a hidden persona.")
+    p.add_argument("--version", action="version", version=f"dialog-env {dialog_env.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="print transcripts of an agent with per-term rewards")
+    s.add_argument("--agent", type=_agent_spec, default="rule", help=f"agent: one of {sorted(_agents())} or module:attr")
+    s.add_argument("--episodes", type=_positive, default=3)
+    _env_args(s)
+
+    s = sub.add_parser("play", help="type the agent's turns yourself against the simulated user")
+    s.add_argument("--reveal", action="store_true", help="show the hidden persona after the dialogue")
+    _env_args(s)
+
+    s = sub.add_parser("eval", help="agents x split x episodes -> metrics table with 95%% CIs")
+    s.add_argument("--agents", type=_agent_spec, nargs="+", default=["random", "rule", "oracle"])
+    s.add_argument("--episodes", type=_positive, default=300)
+    s.add_argument("--out", default=None, help="run folder for results.json, results.md, transcripts.jsonl")
+    s.add_argument("--transcripts", type=int, default=5, help="transcripts kept per agent in --out (default 5)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _env_args(s)
+
+    s = sub.add_parser("personas", help="write personas of a split to JSONL")
+    s.add_argument("--split", default="test", choices=[*SPLITS, "all"])
+    s.add_argument("-n", "--count", type=_positive, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--world", default=None)
+    s.add_argument("-o", "--output", required=True, help="JSONL file to write")
+    return p
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run an agent and print each dialogue with its reward terms."""
+    from agents import make_agent
+
+    from dialog_env.evaluation import run_episode
+
+    env = gym.make(MODES[args.mode], split=args.split, render_mode="ansi", **_env_kwargs(args))
+    agent = make_agent(args.agent)
+    for i in range(args.episodes):
+        rec = run_episode(env, agent, seed=args.seed + i)
+        print(f"=== episode {i} (seed {args.seed + i}): {rec.outcome}, return {rec.return_:+.2f}, {rec.turns} turns ===")
+        print(env.render())
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    """Interactive: the person at the keyboard is the agent."""
+    env = gym.make("dialog_env/PersonaRecText-v0", split=args.split, render_mode="ansi", **_env_kwargs(args))
+    core = env.unwrapped
+    _, info = env.reset(seed=args.seed)
+    print("You are the assistant. Find something the user will accept. /quit to stop, /help for help.")
+    print(f"User: {info['user_text']}")
+    total = 0.0
+    while True:
+        try:
+            line = input("You: ")
+        except EOFError:
+            print()
+            break
+        if line.strip() == "/quit":
+            break
+        if line.strip() == "/help":
+            print("Ask about the user (diet, pets, hobbies, music, ...), confirm what you heard, recommend an item by")
+            print("name, or say goodbye. Items: " + ", ".join(it.name for it in core.world.items))
+            continue
+        _, reward, terminated, truncated, info = env.step(line)
+        total += reward
+        terms = "  ".join(f"{k}={v:+.2f}" for k, v in info["reward_terms"].items())
+        print(f"User: {info['user_text']}")
+        print(f"    [reward {reward:+.2f}: {terms}]  (understood: {', '.join(info['agent_acts'])})")
+        if terminated or truncated:
+            print(f"Dialogue over: {info['outcome'] or 'time limit'}; return {total:+.2f}.")
+            break
+    if args.reveal:
+        print("The hidden persona was: " + " ".join(core.persona.facts(core.world)))
+    return 0
+
+
+def _table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    head = "| agent | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |"
+    sep = "|---|" + "---|" * len(METRICS)
+    rows = [head, sep]
+    for agent, s in summary.items():
+        cells = [f"{s[m]['mean']:.3f} ± {s[m]['ci95']:.3f}" for m in METRICS]
+        rows.append(f"| {agent} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate agents and print (and optionally save) the metrics table."""
+    from agents import make_agent
+
+    progress = None
+    if not args.no_progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        def progress(it):  # type: ignore[no-untyped-def]
+            return tqdm(it, total=args.episodes, leave=False, file=sys.stderr)
+
+    env_kwargs = _env_kwargs(args)
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    transcripts: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for spec in args.agents:
+        records = evaluate(
+            lambda spec=spec: make_agent(spec),
+            split=args.split,
+            episodes=args.episodes,
+            seed=args.seed,
+            mode=args.mode,
+            env_kwargs=env_kwargs,
+            progress=progress,
+        )
+        summary[spec] = summarize(records)
+        transcripts += [{"agent": spec, **record_to_json(r, with_messages=True)} for r in records[: args.transcripts]]
+    elapsed = time.perf_counter() - t0
+    title = f"split={args.split} mode={args.mode} noise={args.noise} episodes={args.episodes} seed={args.seed}"
+    table = _table(summary)
+    print(title)
+    print(table)
+    print("(mean ± 95% CI half-width over episodes)")
+    if args.out:
+        out = Path(args.out)
+        config = {"split": args.split, "mode": args.mode, "episodes": args.episodes, "seed": args.seed, "agents": args.agents, **env_kwargs}
+        atomic_write_json(out / "results.json", {"config": config, "results": summary, "seconds": elapsed})
+        atomic_write_text(out / "results.md", f"# Evaluation\n\n{title}\n\n{table}\n\nMean ± 95% CI half-width over episodes.\n")
+        atomic_write_jsonl(out / "transcripts.jsonl", transcripts)
+        print(f"results: {out / 'results.json'}, {out / 'results.md'}; transcripts: {out / 'transcripts.jsonl'}")
+    return 0
+
+
+def cmd_personas(args: argparse.Namespace) -> int:
+    """Write a reproducible persona set of a split."""
+    world = load_world(args.world)
+    personas = PersonaSampler(world, args.split).sample_many(args.count, args.seed)
+    save_personas(args.output, personas)
+    print(f"wrote {len(personas)} {args.split} personas to {args.output}")
+    return 0
+
+
+COMMANDS = {"simulate": cmd_simulate, "play": cmd_play, "eval": cmd_eval, "personas": cmd_personas}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dialog-env`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError) as e:
+        print(f"dialog-env {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
