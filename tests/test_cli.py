@@ -1,0 +1,75 @@
+"""The dialog-env CLI, run as a subprocess the way a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dialog_env.persona import load_personas
+from dialog_env.world import load_world
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dialog_env.cli", *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_eval_writes_parsable_run_folder(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("eval", "--agents", "random", "rule", "oracle", "--episodes", "30", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "| oracle |" in r.stdout and "success" in r.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["results"]) == {"random", "rule", "oracle"}
+    assert results["results"]["oracle"]["success"]["mean"] == 1.0
+    assert results["config"]["episodes"] == 30
+    rows = [json.loads(line) for line in (out / "transcripts.jsonl").read_text().splitlines()]
+    assert {row["agent"] for row in rows} == {"random", "rule", "oracle"}
+    assert all(row["messages"][0]["role"] == "user" for row in rows)
+    assert "| rule |" in (out / "results.md").read_text()
+
+
+def test_eval_is_deterministic(tmp_path):
+    a = run_cli("eval", "--agents", "rule", "--episodes", "20", "--seed", "7", "--noise", "0.15", "--no-progress")
+    b = run_cli("eval", "--agents", "rule", "--episodes", "20", "--seed", "7", "--noise", "0.15", "--no-progress")
+    assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_simulate_prints_transcripts_with_reward_terms():
+    r = run_cli("simulate", "--agent", "rule", "--episodes", "1", "--mode", "text", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    assert "Agent:" in r.stdout and "User:" in r.stdout
+    assert "persona_consistency=" in r.stdout and "task_success=" in r.stdout
+
+
+def test_play_reads_turns_from_stdin():
+    r = run_cli("play", "--seed", "1", "--reveal", stdin="Do you have any pets?\nWhat do you like to eat?\n/quit\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("User:") >= 3  # opening + two answers
+    assert "understood: ask(pet)" in r.stdout
+    assert "hidden persona was" in r.stdout
+
+
+def test_personas_command_writes_valid_jsonl(tmp_path):
+    path = tmp_path / "p.jsonl"
+    r = run_cli("personas", "--split", "test_unseen", "-n", "25", "-o", str(path))
+    assert r.returncode == 0, r.stderr
+    assert len(load_personas(path, load_world())) == 25
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["eval", "--agents", "nope"], "unknown agent 'nope'"),
+        (["eval", "--noise", "0.5x"], "noise must be a number"),
+        (["eval", "--episodes", "0"], "positive integer"),
+        (["eval", "--split", "holdout"], "invalid choice: 'holdout'"),
+        (["eval", "--world", "/nonexistent/world.yaml", "--episodes", "1"], "world file not found"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert needle in r.stderr
