@@ -24,9 +24,9 @@ REQUEST = "request"  # request(value=category): what the user is looking for
 DECLINE = "decline"  # decline(slot): does not want to say
 AFFIRM = "affirm"  # affirm(slot, value)
 NEGATE = "negate"  # negate(slot, value): followed by the correcting inform
-REJECT = "reject"  # reject(value=item id): followed by the reason (inform or request)
+REJECT = "reject"  # reject(value=item id): followed by the reason (inform or request), if any
 ACCEPT = "accept"  # accept(value=item id)
-REPEAT = "repeat"  # "I already told you" (followed by the inform)
+REPEAT = "repeat"  # repeat(slot) + inform: "I already told you"; repeat(value=item): "I already said no"
 
 USER_INTENTS = (REQUEST, INFORM, DECLINE, AFFIRM, NEGATE, REJECT, ACCEPT, REPEAT, CHITCHAT, BYE)
 AGENT_INTENTS = (ASK, CONFIRM, INFORM, RECOMMEND, CHITCHAT, BYE, NONE)

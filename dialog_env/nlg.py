@@ -52,6 +52,11 @@ USER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "No, not {name}. I need {noun}.",
         "Sorry, {name} is no good. I want {noun}.",
     ),
+    "reject_vague": (
+        "Hmm, {name} is not quite what I had in mind.",
+        "Not {name}, sorry. Something else?",
+        "No, {name} is not really my thing.",
+    ),
     "reject_again": ("I already said no to {name}.", "No, {name} still won't work.", "Not {name}, I told you."),
     "accept": (
         "{name} sounds perfect, thank you!",
@@ -143,7 +148,7 @@ class UserNLG:
                 parts.append(rng.choice(USER_TEMPLATES["decline"]).format(noun=w.slot[act.slot].noun))
                 answered = True
             elif t in (A.REJECT, A.NEGATE, A.REPEAT):
-                name = w.item[act.value].name if t == A.REJECT else ""
+                name = w.item[act.value].name if act.value in w.item else ""
                 if nxt is not None and nxt.intent == A.INFORM:
                     key = {A.REJECT: "reject_reason", A.NEGATE: "negate", A.REPEAT: "repeat"}[t]
                     parts.append(
@@ -155,7 +160,8 @@ class UserNLG:
                     parts.append(rng.choice(USER_TEMPLATES["reject_category"]).format(name=name, noun=noun))
                     i += 1
                 else:
-                    parts.append(rng.choice(USER_TEMPLATES["reject_again"]).format(name=name))
+                    key = "reject_again" if t == A.REPEAT else "reject_vague"
+                    parts.append(rng.choice(USER_TEMPLATES[key]).format(name=name))
                 answered = True
             elif t == A.ACCEPT:
                 parts.append(rng.choice(USER_TEMPLATES["accept"]).format(name=w.item[act.value].name))

@@ -118,8 +118,15 @@ class Lexicon:
         return [Mention(k, key, slot, a, b) for (k, key, slot), a, b in self._aliases.find(tokens(text))]  # type: ignore[misc]
 
     def keyword_slots(self, text: str) -> list[str]:
-        """Slots whose question keywords occur in normalised ``text`` (in order, no repeats)."""
-        return list(dict.fromkeys(s for s, _, _ in self._keywords.find(tokens(text))))  # type: ignore[misc]
+        """Slots whose question keywords occur in normalised ``text`` (in order, no repeats).
+
+        Words inside an alias do not count: "staying home" (a travel value) or "home brewing kit"
+        (an item) does not make a question be about ``home``.
+        """
+        toks = tokens(text)
+        covered = {k for _, a, b in self._aliases.find(toks) for k in range(a, b)}
+        hits = self._keywords.find(toks)
+        return list(dict.fromkeys(s for s, a, b in hits if covered.isdisjoint(range(a, b))))  # type: ignore[misc]
 
 
 def _dedupe(acts: list[DialogueAct]) -> tuple[DialogueAct, ...]:
@@ -228,6 +235,7 @@ class UserNLU:
         """
         sentences, bye = self._analyze(text)
         acts: list[DialogueAct] = []
+        judged = False  # the turn already accepted or rejected an item
         for i, sent in enumerate(sentences):
             if i == 0 and confirming is not None:
                 if sent.affirm_start:
@@ -245,8 +253,10 @@ class UserNLU:
                         acts.append(DialogueAct(A.REJECT, None, m.key))
                     elif sent.positive:
                         acts.append(DialogueAct(A.ACCEPT, None, m.key))
-            if not has_item and recommended is not None and i == 0 and sent.negative_start:
+            # A bare "No, ..." answers the recommendation, also after echoing it ("Kayaking? No.").
+            if not has_item and recommended is not None and sent.negative_start and not judged:
                 acts.append(DialogueAct(A.REJECT, None, recommended))
+            judged = judged or any(a.intent in (A.REJECT, A.ACCEPT) for a in acts)
             for m in sent.mentions:
                 if m.kind == "value":
                     acts.append(DialogueAct(A.INFORM, m.slot, m.key))

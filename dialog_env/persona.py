@@ -76,7 +76,7 @@ class Persona:
         for s in world.slot_names:
             if s not in values:
                 raise PersonaError(f"field 'values.{s}': missing; every slot needs a value")
-            if values[s] not in world.slot[s].by_id:
+            if not isinstance(values[s], str) or values[s] not in world.slot[s].by_id:
                 raise PersonaError(
                     f"field 'values.{s}': unknown value {values[s]!r}; allowed: {list(world.slot[s].value_ids)}"
                 )
@@ -181,7 +181,7 @@ class PersonaSampler:
         if not len(rows):
             return
         cand = idx[rows]
-        ok = ~world.violation[:, cand].any(axis=2) & world.appeal[:, cand].any(axis=2)  # (items, rows)
+        ok = world.acceptable_matrix(cand)  # (items, rows)
         levels = (u[rows, n_slots:] * self._n_levels).astype(np.int64).tolist()
         self._queue = [(cand[k], ok[:, k], levels[k]) for k in np.flatnonzero(ok.any(axis=0)).tolist()]
         self._queue.reverse()  # pop() from the end hands them out in draw order

@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+
 from dialog_env import acts as A
 from dialog_env.acts import DialogueAct
 from dialog_env.nlg import UserNLG
 from dialog_env.persona import Persona
-from dialog_env.world import World
+from dialog_env.world import Item, World
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +75,9 @@ class AgendaUser:
     """A rule-based user with a hidden persona and a recommendation goal.
 
     It states its goal, answers questions (or declines, by openness), confirms or corrects what
-    the agent says about it, rejects an unfit recommendation with a reason that reveals the
-    violated fact, accepts a fitting one, and leaves when patience runs out.
+    the agent says about it, rejects a recommendation with a reason that reveals a fact (the
+    violated one for an unfit item; none for a fitting item that is not among the best), accepts one of the best fits for its persona in the wanted
+    category (see :meth:`World.acceptable_mask`), and leaves when patience runs out.
 
     Args:
         world: The world.
@@ -98,6 +100,7 @@ class AgendaUser:
         self.max_rejections = cfg.max_rejections[traits["patience"]]
         self.decline_prob = cfg.decline_prob[traits["openness"]]
         self.volunteer_prob = cfg.volunteer_prob[traits["verbosity"]]
+        self.acceptable = self.world.acceptable_mask(self.world.value_indices(persona.values), goal)
         self.revealed = {}
         self.declined: set[str] = set()
         self.rejected: set[str] = set()
@@ -133,18 +136,19 @@ class AgendaUser:
         if recs:
             item = self.world.item[recs[0].value]
             if item.id in self.rejected:
-                out.append(DialogueAct(A.REJECT, None, item.id))
+                out.append(DialogueAct(A.REPEAT, None, item.id))
                 cost += 1
             elif item.category != self.goal:
                 out += [DialogueAct(A.REJECT, None, item.id), DialogueAct(A.REQUEST, None, self.goal)]
             else:
-                bad = item.violated_slots(values)
-                if not bad and item.appealing_slots(values):
+                if self.acceptable[item.index]:
                     outcome = "accepted"
                     out.append(DialogueAct(A.ACCEPT, None, item.id))
                 else:
-                    reason = bad[0] if bad else next(iter(item.appeals))
-                    out += [DialogueAct(A.REJECT, None, item.id), self._fact(reason)]
+                    reason = self._rejection_reason(item)
+                    out.append(DialogueAct(A.REJECT, None, item.id))
+                    if reason is not None:
+                        out.append(self._fact(reason))
             if outcome is None:
                 self.rejected.add(item.id)
                 self.n_rejections += 1
@@ -178,6 +182,18 @@ class AgendaUser:
             out.append(DialogueAct(A.BYE, None, "left"))
         self.done = outcome is not None
         return self._turn(tuple(out), outcome)
+
+    def _rejection_reason(self, item: Item) -> str | None:
+        """The slot whose fact explains a rejection: a violated constraint, else a slot the item
+        hoped to appeal to; ``None`` when it fits and appeals but a better item exists (the user
+        only says it is not quite right: the agent has to find out why)."""
+        values = self.persona.values
+        bad = item.violated_slots(values)
+        if bad:
+            return bad[0]
+        if not item.appealing_slots(values):
+            return next(iter(item.appeals))
+        return None
 
     def _answer(self, slot: str) -> list[DialogueAct]:
         if slot in self.revealed:

@@ -202,13 +202,28 @@ class World:
         """Flat value indices of a complete slot -> value assignment, in slot order."""
         return np.fromiter((self.slot[s].by_id[values[s]].index for s in self.slot_names), dtype=np.int64)
 
-    def acceptable_mask(self, value_idx: np.ndarray, category: str | None = None) -> np.ndarray:
-        """Boolean mask over items a persona accepts: fits, appeals, optionally in ``category``."""
-        ok = ~self.violation[:, value_idx].any(axis=1) & self.appeal[:, value_idx].any(axis=1)
-        if category is not None:
-            ok &= self.item_category == self.category[category].index
-        return ok
+    @functools.cached_property
+    def category_onehot(self) -> np.ndarray:
+        """``(n_categories, n_items)`` bool matrix: item j is in category c."""
+        return np.arange(len(self.categories))[:, None] == self.item_category[None, :]
 
+    def acceptable_mask(self, value_idx: np.ndarray, category: str | None = None) -> np.ndarray:
+        """Boolean mask over the items a persona accepts, optionally within ``category``.
+
+        A persona accepts an item that fits (breaks no hard constraint), appeals to it (at least
+        one ``appeals`` match) and is among the best fits of its category (no fitting item of the
+        same category appeals to more of the persona's values).
+        """
+        return self.acceptable_matrix(value_idx[None, :])[:, 0] & (
+            True if category is None else self.item_category == self.category[category].index
+        )
+
+    def acceptable_matrix(self, value_idx: np.ndarray) -> np.ndarray:
+        """:meth:`acceptable_mask` for many personas: ``(n, n_slots)`` -> ``(n_items, n)`` bool."""
+        fits = ~self.violation[:, value_idx].any(axis=2)
+        score = np.where(fits, self.appeal[:, value_idx].sum(axis=2), -1)  # (items, n)
+        best = np.where(self.category_onehot[:, :, None], score[None, :, :], -1).max(axis=1)  # (cats, n)
+        return (score >= 1) & (score == best[self.item_category])
 
 def _err(source: str, where: str, problem: str) -> WorldError:
     return WorldError(f"{source}: {where}: {problem}")
@@ -238,10 +253,14 @@ def _mapping(source: str, where: str, x: Any, keys: Sequence[str] = ()) -> Mappi
 
 
 def _alias_list(source: str, where: str, x: Any) -> tuple[str, ...]:
+    from dialog_env.nlu import tokens  # lazy: nlu imports this module
+
     aliases = _str_list(source, where, x)
     for i, a in enumerate(aliases):
         if a != a.lower().strip() or "  " in a:
             raise _err(source, f"{where}[{i}]", f"aliases must be lower-case and trimmed, got {a!r}")
+        if not tokens(a):
+            raise _err(source, f"{where}[{i}]", f"aliases must contain a word (letters or digits), got {a!r}")
     return aliases
 
 
@@ -270,13 +289,17 @@ def parse_world(data: Any, source: str = "<world>") -> World:
     if unknown_traits:
         raise _err(source, "traits", f"unknown trait(s) {sorted(unknown_traits)}; allowed: {list(TRAIT_NAMES)}")
 
-    alias_owner: dict[str, str] = {}
+    from dialog_env.nlu import tokens  # lazy: nlu imports this module
+
+    # Keyed by the words the lexicon matches, so "hip-hop!" and "hip-hop" count as the same alias.
+    alias_owner: dict[tuple[str, ...], str] = {}
 
     def claim(aliases: tuple[str, ...], where: str) -> None:
         for i, a in enumerate(aliases):
-            if a in alias_owner and alias_owner[a] != where:
-                raise _err(source, f"{where}.aliases[{i}]", f"alias {a!r} is also used by {alias_owner[a]}")
-            alias_owner[a] = where
+            key = tuple(tokens(a))
+            if key in alias_owner and alias_owner[key] != where:
+                raise _err(source, f"{where}.aliases[{i}]", f"alias {a!r} is also used by {alias_owner[key]}")
+            alias_owner[key] = where
 
     cats_raw = _mapping(source, "categories", top["categories"])
     if not cats_raw:
@@ -353,7 +376,7 @@ def parse_world(data: Any, source: str = "<world>") -> World:
             raise _err(source, f"{where}.id", f"duplicate item id {iid!r}")
         seen_ids.add(iid)
         cat = it["category"]
-        if cat not in cats_raw:
+        if not isinstance(cat, str) or cat not in cats_raw:
             raise _err(source, f"{where}.category", f"unknown category {cat!r}; allowed: {list(cats_raw)}")
         constraints: dict[str, dict[str, frozenset[str]]] = {}
         for kind in CONSTRAINT_KINDS:

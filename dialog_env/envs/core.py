@@ -23,6 +23,14 @@ from rewards.compose import WeightedReward
 ROLE_USER, ROLE_AGENT = "user", "assistant"
 
 
+class RenderModeError(ValueError, TypeError):
+    """An unsupported ``render_mode``.
+
+    Also a ``TypeError`` because SB3's ``make_vec_env`` asks for ``render_mode="rgb_array"`` first
+    and falls back to the env's default on ``TypeError``.
+    """
+
+
 class PersonaRecCore(gym.Env):
     """Shared machinery of :class:`PersonaRecEnv` and :class:`PersonaRecTextEnv`.
 
@@ -51,7 +59,7 @@ class PersonaRecCore(gym.Env):
         if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise RenderModeError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self._init_kwargs: dict[str, Any] = {
             "world": world,
             "split": split,
@@ -80,7 +88,10 @@ class PersonaRecCore(gym.Env):
             self._mask[tab.chitchat :],
         )
         self.user = AgendaUser(self.world)
-        self.reward_fn = WeightedReward(reward_weights)
+        try:
+            self.reward_fn = WeightedReward(reward_weights)
+        except ValueError as e:
+            raise ValueError(f"reward_weights: {e}") from e
         self.sampler = PersonaSampler(self.world, split)
         self.personas: list[Persona] | None = (
             load_personas(persona_file, self.world) if persona_file is not None else None
@@ -88,6 +99,9 @@ class PersonaRecCore(gym.Env):
         self._episode_over = True
         self._turn = 0
         self._rng: random.Random | None = None
+        # Template phrasing of agent acts has its own stream, so the user's behaviour does not depend
+        # on how an utterance was produced (act_to_text or an LM): dialog_state() replays exactly.
+        self._agent_rng: random.Random | None = None
         self._history: list[tuple[str, str]] = []
         self._rewards: list[dict[str, float]] = []
 
@@ -118,6 +132,7 @@ class PersonaRecCore(gym.Env):
         # all. Unseeded resets continue the same stream (still deterministic after a seed).
         if seed is not None or self._rng is None:
             self._rng = random.Random(int(self.np_random.integers(2**63)))
+            self._agent_rng = random.Random(int(self.np_random.integers(2**63)))
         if "goal" not in options:
             # A goal the persona can be satisfied in (any goal if none can).
             cats = sorted(set(self.world.item_category[ok].tolist())) or list(range(len(self.world.categories)))
@@ -134,6 +149,10 @@ class PersonaRecCore(gym.Env):
         self._turn = 0
         self._episode_over = False
         return opening
+
+    def _check_running(self) -> None:
+        if self._episode_over:
+            raise RuntimeError("the episode is over (terminated or truncated); call reset() before step()")
 
     def _heard(self, turn: UserTurn) -> tuple[tuple[DialogueAct, ...], str]:
         """Pass the user's turn through the semantic-error channel (PyDial's noise model)."""
@@ -153,8 +172,7 @@ class PersonaRecCore(gym.Env):
 
     def _advance(self, acts: tuple[DialogueAct, ...], agent_text: str) -> tuple[float, bool, dict[str, Any]]:
         """Run one agent turn through user, channel, tracker and rewards."""
-        if self._episode_over:
-            raise RuntimeError("the episode is over (terminated or truncated); call reset() before step()")
+        self._check_running()
         before = self.tracker.view()
         history = tuple(self._history)
         self.tracker.update_agent(acts)

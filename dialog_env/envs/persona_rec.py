@@ -26,7 +26,7 @@ class PersonaRecEnv(PersonaRecCore):
 
     ## Action Space
 
-    `Discrete(2S + I + 2)` with `S` slots and `I` items (92 in the default world):
+    `Discrete(2S + I + 2)` with `S` slots and `I` items (70 in the default world):
 
     | Num            | Act          | Description                                                  |
     |----------------|--------------|--------------------------------------------------------------|
@@ -120,7 +120,8 @@ class PersonaRecEnv(PersonaRecCore):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Take one agent act; see the class docstring."""
         acts = (self.act_from_id(action),)
-        text = self.agent_nlg.render(acts, self._rng)
+        self._check_running()  # before rendering: the phrasing stream must not advance
+        text = self.agent_nlg.render(acts, self._agent_rng)
         reward, terminated, info = self._advance(acts, text)
         info["action_mask"] = self.action_masks()
         return self._observe(), reward, terminated, False, info

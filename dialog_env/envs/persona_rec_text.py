@@ -85,6 +85,8 @@ class PersonaRecTextEnv(PersonaRecCore):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name} must be a positive integer, got {val!r}")
         super().__init__(**kwargs)
+        # dialog_state() replays need these too (they change how utterances are cut).
+        self._init_kwargs.update(max_utterance_chars=max_utterance_chars, max_transcript_chars=max_transcript_chars)
         self.max_utterance_chars = max_utterance_chars
         self.max_transcript_chars = max_transcript_chars
         self.agent_nlu = AgentNLU(self.lexicon)
@@ -117,7 +119,7 @@ class PersonaRecTextEnv(PersonaRecCore):
 
     def act_to_text(self, action: int) -> str:
         """Render an act-table id (see ``PersonaRec-v0``) as an utterance, for act-level agents."""
-        return self.agent_nlg.render((self.act_from_id(action),), self._rng)
+        return self.agent_nlg.render((self.act_from_id(action),), self._agent_rng)
 
     def _observe(self) -> str:
         text = self.transcript()
