@@ -2,5 +2,17 @@
 
 from agents.base import AGENTS, Agent, make_agent, register_agent
 from agents.baselines import OracleAgent, RandomAgent, RuleAgent
+from agents.degenerate import AlwaysRecommendAgent, AskSameSlotAgent, ByeAgent
 
-__all__ = ["AGENTS", "Agent", "OracleAgent", "RandomAgent", "RuleAgent", "make_agent", "register_agent"]
+__all__ = [
+    "AGENTS",
+    "AlwaysRecommendAgent",
+    "Agent",
+    "AskSameSlotAgent",
+    "ByeAgent",
+    "OracleAgent",
+    "RandomAgent",
+    "RuleAgent",
+    "make_agent",
+    "register_agent",
+]

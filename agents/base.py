@@ -30,6 +30,8 @@ class Agent(Protocol):
 
 AgentFactory = Callable[..., Agent]
 AGENTS: dict[str, AgentFactory] = {}
+#: ``prefix:argument`` specs: ``sb3:runs/<run>`` loads a trained SB3 model.
+AGENT_PREFIXES: dict[str, str] = {"sb3": "agents.sb3:SB3Agent"}
 
 
 def register_agent(name: str) -> Callable[[AgentFactory], AgentFactory]:
@@ -46,7 +48,8 @@ def make_agent(spec: str | Agent, **kwargs: Any) -> Agent:
     """Build an agent from a registered name or an import path ``"package.module:attr"``.
 
     Args:
-        spec: A name in :data:`AGENTS`, an import path to an agent class/factory, or an agent.
+        spec: A name in :data:`AGENTS`; ``sb3:<run folder or .zip>``; an import path to an agent
+            class/factory (``"package.module:attr"``); or an agent (returned as is).
         **kwargs: Passed to the factory.
 
     Raises:
@@ -56,6 +59,10 @@ def make_agent(spec: str | Agent, **kwargs: Any) -> Agent:
         return spec
     if spec in AGENTS:
         return AGENTS[spec](**kwargs)
+    prefix, sep, arg = spec.partition(":")
+    if sep and prefix in AGENT_PREFIXES:
+        module_name, _, attr = AGENT_PREFIXES[prefix].partition(":")
+        return getattr(importlib.import_module(module_name), attr)(arg, **kwargs)
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:

@@ -27,7 +27,8 @@ class ActAgent:
         if not isinstance(core, PersonaRecCore):
             raise TypeError(f"{type(self).__name__} needs a PersonaRec environment, got {type(core).__name__}")
         self.core = core
-        self.text_mode = isinstance(core, PersonaRecTextEnv)
+        # Text actions unless the env takes act ids (DiscreteActsWrapper around the text env).
+        self.text_mode = isinstance(core, PersonaRecTextEnv) and isinstance(env.action_space, gym.spaces.Text)
         self.rng = np.random.default_rng(seed)
 
     def act(self, observation: Any, info: dict[str, Any]) -> int | str:
@@ -40,8 +41,10 @@ class ActAgent:
         raise NotImplementedError
 
     def best_item(self, known: dict[str, str]) -> str | None:
-        """Best unrejected item in the goal category given ``known`` facts: no violated known
-        fact, most appealing known facts, then catalog order."""
+        """Best unrejected item in the goal category given ``known`` facts.
+
+        Items breaking a known fact are skipped; the most appealing wins, then catalog order.
+        """
         core = self.core
         goal = core.tracker.goal
         best, best_score = None, -1
@@ -69,8 +72,10 @@ class RandomAgent(ActAgent):
 
 @register_agent("rule")
 class RuleAgent(ActAgent):
-    """Asks every slot in world order (skipping ones already known or declined), then recommends
-    the best fit for what it learned; after a rejection, the next best."""
+    """Asks every slot in world order, then recommends the best fit for what it learned.
+
+    Slots already known or declined are skipped; after a rejection it recommends the next best.
+    """
 
     name = "rule"
 
@@ -86,8 +91,10 @@ class RuleAgent(ActAgent):
 
 @register_agent("oracle")
 class OracleAgent(ActAgent):
-    """Reads the hidden persona and goal (privileged) and recommends the most appealing
-    acceptable item at once: the ceiling."""
+    """Reads the hidden persona and goal (privileged): the ceiling.
+
+    Recommends the most appealing acceptable item at once.
+    """
 
     name = "oracle"
 

@@ -6,7 +6,6 @@ The CLI only parses arguments and calls the library (``dialog_env.evaluation``, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -52,15 +51,20 @@ def _positive(text: str) -> int:
 
 
 def _agent_spec(text: str) -> str:
-    if text in _agents() or ":" in text:
+    spec = text.partition("=")[2] if "=" in text.split(":")[0] else text  # "label=spec" in benchmark
+    if spec in _agents() or ":" in spec:
         return text
-    raise argparse.ArgumentTypeError(f"unknown agent {text!r}; choose from {sorted(_agents())} or 'package.module:attr'")
+    raise argparse.ArgumentTypeError(
+        f"unknown agent {text!r}; choose from {sorted(_agents())}, sb3:<run folder or .zip>, or 'package.module:attr'"
+    )
 
 
 def _env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=[*SPLITS, "all"], help="persona split (default: test)")
     p.add_argument("--mode", default="act", choices=list(MODES), help="act (PersonaRec-v0) or text (PersonaRecText-v0)")
-    p.add_argument("--noise", type=_noise, default=0.0, help="semantic error rate of the user channel, e.g. 0, 0.15, 0.3")
+    p.add_argument(
+        "--noise", type=_noise, default=0.0, help="semantic error rate of the user channel, e.g. 0, 0.15, 0.3"
+    )
     p.add_argument("--tracker", default="rule", choices=list(TRACKER_MODES), help="dialogue-state tracker")
     p.add_argument("--world", default=None, help="world file (YAML/JSON); default: the shipped world")
     p.add_argument("--persona-file", default=None, help="JSONL personas to draw from instead of the split")
@@ -78,12 +82,16 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dialog-env`` argument parser."""
-    p = argparse.ArgumentParser(prog="dialog-env", description="Dialogue policies against a simulated user with a hidden persona.")
+    p = argparse.ArgumentParser(
+        prog="dialog-env", description="Dialogue policies against a simulated user with a hidden persona."
+    )
     p.add_argument("--version", action="version", version=f"dialog-env {dialog_env.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="print transcripts of an agent with per-term rewards")
-    s.add_argument("--agent", type=_agent_spec, default="rule", help=f"agent: one of {sorted(_agents())} or module:attr")
+    s.add_argument(
+        "--agent", type=_agent_spec, default="rule", help=f"agent: one of {sorted(_agents())} or module:attr"
+    )
     s.add_argument("--episodes", type=_positive, default=3)
     _env_args(s)
 
@@ -99,6 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _env_args(s)
 
+    s = sub.add_parser("benchmark", help="agents x splits x noise levels x seeds -> leaderboard (JSON, Markdown, PNG)")
+    s.add_argument(
+        "--agents",
+        type=_agent_spec,
+        nargs="+",
+        default=["random", "rule", "oracle"],
+        help="agent specs, optionally labelled label=spec; same-label specs are pooled (e.g. training seeds)",
+    )
+    s.add_argument("--splits", nargs="+", default=["test", "test_unseen"], choices=[*SPLITS, "all"])
+    s.add_argument("--noise", type=_noise, nargs="+", default=list(NOISE_LEVELS))
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds (persona sets)")
+    s.add_argument("--episodes", type=_positive, default=200, help="episodes per agent spec, split, noise and seed")
+    s.add_argument("--mode", default="act", choices=list(MODES))
+    s.add_argument("--transcripts", type=int, default=2, help="transcripts kept per agent and condition")
+    s.add_argument("--out", default="runs/benchmark", help="output folder")
+
+    s = sub.add_parser("train", help="train a policy")
+    train_sub = s.add_subparsers(dest="trainer", required=True)
+    from agents.sb3 import build_train_parser
+
+    build_train_parser(train_sub.add_parser("sb3", help="stable-baselines3: ppo, a2c, dqn, maskable_ppo"))
+
     s = sub.add_parser("personas", help="write personas of a split to JSONL")
     s.add_argument("--split", default="test", choices=[*SPLITS, "all"])
     s.add_argument("-n", "--count", type=_positive, default=100)
@@ -111,14 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run an agent and print each dialogue with its reward terms."""
     from agents import make_agent
-
     from dialog_env.evaluation import run_episode
 
     env = gym.make(MODES[args.mode], split=args.split, render_mode="ansi", **_env_kwargs(args))
     agent = make_agent(args.agent)
     for i in range(args.episodes):
         rec = run_episode(env, agent, seed=args.seed + i)
-        print(f"=== episode {i} (seed {args.seed + i}): {rec.outcome}, return {rec.return_:+.2f}, {rec.turns} turns ===")
+        print(
+            f"=== episode {i} (seed {args.seed + i}): {rec.outcome}, return {rec.return_:+.2f}, {rec.turns} turns ==="
+        )
         print(env.render())
     return 0
 
@@ -201,11 +232,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("(mean ± 95% CI half-width over episodes)")
     if args.out:
         out = Path(args.out)
-        config = {"split": args.split, "mode": args.mode, "episodes": args.episodes, "seed": args.seed, "agents": args.agents, **env_kwargs}
+        config = {
+            "split": args.split,
+            "mode": args.mode,
+            "episodes": args.episodes,
+            "seed": args.seed,
+            "agents": args.agents,
+            **env_kwargs,
+        }
         atomic_write_json(out / "results.json", {"config": config, "results": summary, "seconds": elapsed})
-        atomic_write_text(out / "results.md", f"# Evaluation\n\n{title}\n\n{table}\n\nMean ± 95% CI half-width over episodes.\n")
+        atomic_write_text(
+            out / "results.md", f"# Evaluation\n\n{title}\n\n{table}\n\nMean ± 95% CI half-width over episodes.\n"
+        )
         atomic_write_jsonl(out / "transcripts.jsonl", transcripts)
         print(f"results: {out / 'results.json'}, {out / 'results.md'}; transcripts: {out / 'transcripts.jsonl'}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the leaderboard."""
+    from dialog_env.benchmark import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig(
+        agents=args.agents,
+        splits=args.splits,
+        noise=args.noise,
+        seeds=args.seeds,
+        episodes=args.episodes,
+        mode=args.mode,
+        transcripts=args.transcripts,
+    )
+    board = run_benchmark(cfg, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print((Path(args.out) / "leaderboard.md").read_text())
+    print(f"leaderboard: {Path(args.out) / 'leaderboard.json'}; charts: {', '.join(board['charts'])}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a policy."""
+    from agents.sb3 import run_from_args
+
+    run_from_args(args)
     return 0
 
 
@@ -218,7 +285,14 @@ def cmd_personas(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "play": cmd_play, "eval": cmd_eval, "personas": cmd_personas}
+COMMANDS = {
+    "simulate": cmd_simulate,
+    "play": cmd_play,
+    "eval": cmd_eval,
+    "benchmark": cmd_benchmark,
+    "train": cmd_train,
+    "personas": cmd_personas,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

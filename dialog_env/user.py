@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-
 from dialog_env import acts as A
 from dialog_env.acts import DialogueAct
 from dialog_env.nlg import UserNLG
@@ -76,8 +75,9 @@ class AgendaUser:
 
     It states its goal, answers questions (or declines, by openness), confirms or corrects what
     the agent says about it, rejects a recommendation with a reason that reveals a fact (the
-    violated one for an unfit item; none for a fitting item that is not among the best), accepts one of the best fits for its persona in the wanted
-    category (see :meth:`World.acceptable_mask`), and leaves when patience runs out.
+    violated one for an unfit item; none for a fitting item that is not among the best), accepts
+    one of the best fits for its persona in the wanted category (see
+    :meth:`World.acceptable_mask`), and leaves when patience runs out.
 
     Args:
         world: The world.
@@ -184,9 +184,12 @@ class AgendaUser:
         return self._turn(tuple(out), outcome)
 
     def _rejection_reason(self, item: Item) -> str | None:
-        """The slot whose fact explains a rejection: a violated constraint, else a slot the item
-        hoped to appeal to; ``None`` when it fits and appeals but a better item exists (the user
-        only says it is not quite right: the agent has to find out why)."""
+        """The slot whose fact explains a rejection, if any.
+
+        A violated constraint, else a slot the item hoped to appeal to; ``None`` when it fits and
+        appeals but a better item exists (the user only says it is not quite right: the agent has
+        to find out why).
+        """
         values = self.persona.values
         bad = item.violated_slots(values)
         if bad:

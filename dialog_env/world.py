@@ -225,6 +225,7 @@ class World:
         best = np.where(self.category_onehot[:, :, None], score[None, :, :], -1).max(axis=1)  # (cats, n)
         return (score >= 1) & (score == best[self.item_category])
 
+
 def _err(source: str, where: str, problem: str) -> WorldError:
     return WorldError(f"{source}: {where}: {problem}")
 

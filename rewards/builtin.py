@@ -74,9 +74,22 @@ def turn_cost(contexts: Sequence[TurnContext]) -> list[float]:
     return [-1.0] * len(contexts)
 
 
+def rejection(contexts: Sequence[TurnContext]) -> list[float]:
+    """-1 on a turn whose recommendation the user rejected (conversational recommenders' "rec fail").
+
+    Judged on the user's true acts, so a noisy channel does not hide it.
+    """
+    return [
+        -1.0 if any(a.intent in (A.REJECT, A.REPEAT) and a.slot is None for a in c.user_acts) else 0.0 for c in contexts
+    ]
+
+
 def redundancy(contexts: Sequence[TurnContext]) -> list[float]:
-    """-1 per redundant act: asking a slot already known or declined, re-confirming a confirmed
-    slot, or re-recommending a rejected item (judged on what the agent's tracker knew)."""
+    """-1 per redundant act, judged on what the agent's tracker knew.
+
+    Redundant: asking a slot already known or declined, re-confirming a confirmed slot, or
+    re-recommending a rejected item.
+    """
     out = []
     for ctx in contexts:
         b = ctx.before

@@ -9,10 +9,12 @@ from dialog_env.context import TurnContext
 from rewards.base import call_reward
 from rewards.registry import get_reward
 
-# PyDial's benchmark reward is success * 20 - turns; the other terms shape it.
+# PyDial's benchmark reward is success * 20 - turns; conversational recommenders (EAR, CRM)
+# also charge a failed recommendation. The other terms shape it.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "task_success": 20.0,
     "turn_cost": 1.0,
+    "rejection": 5.0,
     "persona_consistency": 1.0,
     "redundancy": 1.0,
     "discovery": 2.0,

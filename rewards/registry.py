@@ -16,6 +16,7 @@ REWARDS: dict[str, Callable] = {
     "task_success": builtin.task_success,
     "turn_cost": builtin.turn_cost,
     "redundancy": builtin.redundancy,
+    "rejection": builtin.rejection,
     "discovery": builtin.discovery,
 }
 

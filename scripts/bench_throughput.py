@@ -10,12 +10,11 @@ Prints the median and min-max steps/s of each and the ratio of medians; ``--json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym

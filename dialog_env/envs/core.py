@@ -59,7 +59,9 @@ class PersonaRecCore(gym.Env):
         if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise RenderModeError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise RenderModeError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         self._init_kwargs: dict[str, Any] = {
             "world": world,
             "split": split,
@@ -85,8 +87,7 @@ class PersonaRecCore(gym.Env):
             self._mask[tab.ask_start : tab.confirm_start],
             self._mask[tab.confirm_start : tab.recommend_start],
             self._mask[tab.recommend_start : tab.chitchat],
-            self._mask[tab.chitchat :],
-        )
+        )  # chitchat and bye stay allowed
         self.user = AgendaUser(self.world)
         try:
             self.reward_fn = WeightedReward(reward_weights)
@@ -226,8 +227,10 @@ class PersonaRecCore(gym.Env):
         }
 
     def dialog_state(self) -> dict[str, Any]:
-        """A JSON-serialisable record that replays this dialogue exactly: env kwargs, reset seed
-        and options, and the agent's turns so far (see :func:`rewards.to_trl`).
+        """A JSON-serialisable record that replays this dialogue exactly.
+
+        It holds the env kwargs, the reset seed and options, and the agent's turns so far (see
+        :func:`rewards.to_trl`).
 
         Raises:
             RuntimeError: The episode was reset without an explicit seed (it cannot be replayed).
@@ -242,7 +245,7 @@ class PersonaRecCore(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Bool mask over act-table ids: False for pointless acts (see ``PersonaRec-v0``)."""
-        t, (ask, confirm, rec, rest) = self.tracker, self._mask_parts
+        t, (ask, confirm, rec) = self.tracker, self._mask_parts
         np.logical_or(t.informed, t.declined, out=ask)
         np.logical_not(ask, out=ask)
         np.greater(t.informed, t.confirmed, out=confirm)  # informed and not yet confirmed

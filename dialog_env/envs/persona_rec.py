@@ -11,7 +11,7 @@ from dialog_env.envs.core import PersonaRecCore
 
 
 class PersonaRecEnv(PersonaRecCore):
-    """Recommend something to a simulated user whose persona is hidden.
+    r"""Recommend something to a simulated user whose persona is hidden.
 
     ## Description
 
@@ -21,7 +21,8 @@ class PersonaRecEnv(PersonaRecCore):
     has constraints over persona values (a steakhouse excludes vegetarians; a cat cafe excludes
     people allergic to cats) and appeals to some values. The user states what it wants, answers
     questions (or declines, by openness), rejects an unfit recommendation with a reason that
-    reveals a fact, accepts a fitting and appealing one, and leaves when its patience runs out. A
+    reveals a fact, accepts one of the best fits for its persona, and leaves when its patience
+    runs out. A
     rule-based dialogue-state tracker reads the user's words and keeps the agent's belief.
 
     ## Action Space
@@ -52,8 +53,9 @@ class PersonaRecEnv(PersonaRecCore):
 
     `reward = sum_i w_i * term_i` over registered reward terms; `info["reward_terms"]` holds every
     unweighted term. Default weights: `task_success` 20 (1 when the user accepts), `turn_cost` 1
-    (-1 a turn), `persona_consistency` 1 (up to +1 for references that agree with revealed facts,
-    -2 per contradiction), `redundancy` 1 (-1 per re-asked slot or re-recommended item),
+    (-1 a turn), `rejection` 5 (-1 when the user rejects the recommendation),
+    `persona_consistency` 1 (up to +1 for references that agree with revealed facts, -2 per
+    contradiction), `redundancy` 1 (-1 per re-asked slot or re-recommended item),
     `discovery` 2 (fraction of belief entropy resolved). See docs/REWARDS.md.
 
     ## Starting State

@@ -1,0 +1,184 @@
+"""The benchmark: agents x splits x noise levels x seeds -> a leaderboard with 95% CIs.
+
+Outputs (atomically, in one folder): ``leaderboard.json``, ``leaderboard.md``, one PNG bar chart
+per headline metric, and ``transcripts.jsonl`` (a few dialogues per agent and condition). The
+same inputs give the same numbers: every episode's seed is fixed by the evaluation seed.
+
+Several specs may share a label (``mppo=sb3:runs/a mppo=sb3:runs/b``): their episodes are
+pooled into one row, e.g. to report a method over several training seeds.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dialog_env.evaluation import METRIC_LABELS, METRICS, MODES, EpisodeRecord, evaluate, record_to_json, summarize
+from dialog_env.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from dialog_env.persona import SPLITS
+
+CHART_METRICS = ("success", "return", "contradiction_rate", "consistency")
+#: Episode seeds of evaluation seed ``s`` start at ``s * SEED_STRIDE``: disjoint persona draws.
+SEED_STRIDE = 1_000_003
+
+
+@dataclass
+class BenchmarkConfig:
+    """What to benchmark.
+
+    Attributes:
+        agents: Agent specs, optionally labelled ``label=spec`` (see :func:`agents.make_agent`).
+        splits: Persona splits.
+        noise: Semantic error rates of the user channel.
+        seeds: Evaluation seeds (each draws a different set of personas).
+        episodes: Dialogues per agent spec, split, noise level and seed.
+        mode: ``act`` or ``text``.
+        transcripts: Dialogues kept per agent and condition in ``transcripts.jsonl``.
+    """
+
+    agents: list[str]
+    splits: list[str] = field(default_factory=lambda: ["test", "test_unseen"])
+    noise: list[float] = field(default_factory=lambda: [0.0, 0.15, 0.3])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    episodes: int = 200
+    mode: str = "act"
+    transcripts: int = 2
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field and what is allowed."""
+        if not self.agents:
+            raise ValueError("agents: give at least one agent")
+        for s in self.splits:
+            if s not in (*SPLITS, "all"):
+                raise ValueError(f"splits: unknown split {s!r}; expected one of {[*SPLITS, 'all']}")
+        for n in self.noise:
+            if not 0.0 <= n < 1.0:
+                raise ValueError(f"noise: {n} is outside [0, 1)")
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
+        if self.episodes < 1 or not self.seeds:
+            raise ValueError("episodes must be positive and seeds non-empty")
+
+
+def parse_agent_entry(entry: str) -> tuple[str, str]:
+    """``"label=spec"`` -> ``(label, spec)``; a bare spec is its own label."""
+    label, sep, spec = entry.partition("=")
+    return (label, spec) if sep and label and spec else (entry, entry)
+
+
+def run_benchmark(
+    cfg: BenchmarkConfig,
+    out: str | Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and write its files; returns the leaderboard dict.
+
+    Raises:
+        ValueError: Invalid configuration or agent spec.
+    """
+    from agents import make_agent
+
+    cfg.validate()
+    out = Path(out)
+    entries = [parse_agent_entry(a) for a in cfg.agents]
+    for _, spec in entries:
+        make_agent(spec)  # fail fast on a bad spec, before any episode runs
+    labels = list(dict.fromkeys(label for label, _ in entries))
+    jobs = [(split, noise) for split in cfg.splits for noise in cfg.noise]
+    rows, transcripts = [], []
+    for label, split, noise in [(lb, s, n) for s, n in jobs for lb in labels]:
+        records: list[EpisodeRecord] = []
+        specs = [spec for lb, spec in entries if lb == label]
+        for spec in specs:
+            for seed in cfg.seeds:
+                records += evaluate(
+                    lambda spec=spec: make_agent(spec),
+                    split=split,
+                    episodes=cfg.episodes,
+                    seed=seed * SEED_STRIDE,
+                    mode=cfg.mode,
+                    env_kwargs={"noise": noise},
+                )
+        summary = summarize(records)
+        if progress is not None:
+            progress(f"{label} split={split} noise={noise}: return {summary['return']['mean']:.2f}")
+        rows.append({"agent": label, "split": split, "noise": noise, "episodes": len(records), "metrics": summary})
+        transcripts += [
+            {"agent": label, "split": split, "noise": noise, **record_to_json(r, with_messages=True)}
+            for r in records[: cfg.transcripts]
+        ]
+    board = {"config": asdict(cfg), "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "leaderboard.json", board)
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
+    atomic_write_jsonl(out / "transcripts.jsonl", transcripts)
+    board["charts"] = [str(p) for p in plot_leaderboard(board, out)]
+    return board
+
+
+def leaderboard_markdown(board: dict[str, Any]) -> str:
+    """One table per (split, noise) condition, agents sorted by mean return."""
+    cfg = board["config"]
+    lines = [
+        "# Leaderboard",
+        "",
+        f"mode={cfg['mode']}, seeds={cfg['seeds']}, {cfg['episodes']} episodes per agent spec, split, noise and seed. "
+        "Mean ± 95% CI half-width over episodes (pooled over seeds and same-label specs).",
+    ]
+    conditions = list(dict.fromkeys((r["split"], r["noise"]) for r in board["rows"]))
+    for split, noise in conditions:
+        rows = sorted(
+            (r for r in board["rows"] if r["split"] == split and r["noise"] == noise),
+            key=lambda r: -r["metrics"]["return"]["mean"],
+        )
+        lines += ["", f"## split={split}, noise={noise}", ""]
+        lines.append("| agent | episodes | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |")
+        lines.append("|---|---|" + "---|" * len(METRICS))
+        for r in rows:
+            cells = [f"{r['metrics'][m]['mean']:.3f} ± {r['metrics'][m]['ci95']:.3f}" for m in METRICS]
+            lines.append(f"| {r['agent']} | {r['episodes']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_leaderboard(board: dict[str, Any], out: Path, metrics: Sequence[str] = CHART_METRICS) -> list[Path]:
+    """Grouped bar charts (agents x conditions, 95% CI error bars), one PNG per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = board["rows"]
+    agents = list(dict.fromkeys(r["agent"] for r in rows))
+    conditions = list(dict.fromkeys((r["split"], r["noise"]) for r in rows))
+    index = {(r["agent"], r["split"], r["noise"]): r for r in rows}
+    width = 0.8 / max(1, len(agents))
+    paths = []
+    for m in metrics:
+        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(conditions) + 2), 3.8))
+        x = np.arange(len(conditions))
+        for k, agent in enumerate(agents):
+            vals = [index[(agent, s, n)]["metrics"][m] for s, n in conditions]
+            ax.bar(
+                x + (k - (len(agents) - 1) / 2) * width,
+                [v["mean"] for v in vals],
+                width,
+                yerr=[v["ci95"] for v in vals],
+                capsize=2,
+                label=agent,
+            )
+        ax.set_xticks(x, [f"{s}\nnoise {n}" for s, n in conditions], fontsize=8)
+        ax.set_ylabel(METRIC_LABELS[m])
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=min(4, len(agents)))
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        paths.append(atomic_write_bytes(out / f"{m}.png", buf.getvalue()))
+    return paths

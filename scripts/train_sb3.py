@@ -1,0 +1,18 @@
+"""Train a stable-baselines3 agent (PPO, A2C, DQN, MaskablePPO) on a PersonaRec environment.
+
+    python scripts/train_sb3.py --algo maskable_ppo --total-timesteps 200000 --seed 0
+    python scripts/train_sb3.py --resume runs/<run folder>        # after an interruption
+
+Same as ``dialog-env train sb3 ...``. See agents/sb3.py for the run folder's contents.
+"""
+
+import sys
+
+from agents.sb3 import ConfigError, main
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as e:
+        print(f"train_sb3: error: {e}", file=sys.stderr)
+        sys.exit(2)
