@@ -10,9 +10,11 @@ step count intact.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import io
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -459,14 +461,13 @@ def resume(run_dir: str | Path, total_timesteps: int | None = None, progress_bar
     if ckpt is None:
         raise ConfigError(f"{run}: no checkpoint to resume from (checkpoints/step_<n>.zip)")
     metrics_path = run / "metrics.json"
-    import json
-
     metrics = (
         json.loads(metrics_path.read_text())
         if metrics_path.is_file()
         else {"config": resolved, "evals": [], "best": None}
     )
     steps = int(_CHECKPOINT.match(ckpt.name).group(1))  # type: ignore[union-attr]
+    print(f"resuming {run} from step {steps} ({ckpt.name}) to {cfg.total_timesteps}", flush=True)
     metrics["num_timesteps"] = steps
     # Evaluations logged after the checkpoint belong to the lost part of the run.
     metrics["evals"] = [e for e in metrics["evals"] if e["num_timesteps"] <= steps]
@@ -477,7 +478,7 @@ def _learn(cfg: TrainConfig, hp: dict[str, Any], run: Path, metrics: dict[str, A
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
-    hp = dict(hp)
+    hp = copy.deepcopy(hp)  # SB3 mutates some of it (A2C adds its optimizer class to policy_kwargs)
     n_envs = cfg.n_envs or int(hp.pop("n_envs", 1))
     hp.pop("n_envs", None)
     policy = hp.pop("policy", "MlpPolicy")
@@ -604,8 +605,6 @@ def run_from_args(args: Any) -> Path:
         run = resume(args.resume, total_timesteps=args.total_timesteps, progress_bar=args.progress_bar)
     else:
         run = train(config_from_args(args), run_dir=args.run_dir)
-    import json
-
     metrics = json.loads((run / "metrics.json").read_text())
     best = metrics.get("best") or {}
     if best:

@@ -1,4 +1,4 @@
-"""The ``dialog-env`` command line: simulate, play, eval, personas.
+"""The ``dialog-env`` command line: simulate, play, eval, benchmark, train, demo, personas.
 
 The CLI only parses arguments and calls the library (``dialog_env.evaluation``, ``agents``).
 """
@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     from agents.sb3 import build_train_parser
 
     build_train_parser(train_sub.add_parser("sb3", help="stable-baselines3: ppo, a2c, dqn, maskable_ppo"))
+
+    s = sub.add_parser(
+        "demo", help="train MaskablePPO briefly, benchmark it against the baselines, print the leaderboard"
+    )
+    s.add_argument("--steps", type=_positive, default=300_000, help="training env steps (default 300000, ~3 min)")
+    s.add_argument("--episodes", type=_positive, default=300, help="benchmark episodes per agent and split")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="runs/demo", help="parent folder; each demo gets a timestamped folder in it")
 
     s = sub.add_parser("personas", help="write personas of a split to JSONL")
     s.add_argument("--split", default="test", choices=[*SPLITS, "all"])
@@ -276,6 +284,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: a short MaskablePPO run, then the benchmark against random / rule / oracle."""
+    from agents.sb3 import TrainConfig, train
+    from dialog_env.benchmark import BenchmarkConfig, run_benchmark
+
+    root = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
+    freq = max(1, args.steps // 4)
+    cfg = TrainConfig(
+        algo="maskable_ppo",
+        total_timesteps=args.steps,
+        seed=args.seed,
+        exp_name="demo",
+        eval_freq=freq,
+        checkpoint_freq=freq,
+        eval_episodes=200,
+        progress_bar=sys.stderr.isatty(),
+    )
+    print(
+        f"[1/2] training MaskablePPO for {args.steps} steps on dialog_env/PersonaRec-v0 (train personas)...", flush=True
+    )
+    run = train(cfg, run_dir=root / "maskable_ppo")
+    print(f"[2/2] benchmarking on held-out personas ({args.episodes} episodes per agent and split)...", flush=True)
+    bench = BenchmarkConfig(
+        agents=["random", "rule", "oracle", f"maskable_ppo=sb3:{run}"],
+        splits=["test", "test_unseen"],
+        noise=[0.0],
+        seeds=[args.seed],
+        episodes=args.episodes,
+    )
+    board = run_benchmark(bench, root / "benchmark")
+    print((root / "benchmark" / "leaderboard.md").read_text())
+    print(f"learning curve: {run / 'learning_curve.png'}")
+    print(f"leaderboard: {root / 'benchmark' / 'leaderboard.md'} (and .json); charts: {', '.join(board['charts'])}")
+    print(f"TensorBoard: tensorboard --logdir {run / 'tb'}")
+    return 0
+
+
 def cmd_personas(args: argparse.Namespace) -> int:
     """Write a reproducible persona set of a split."""
     world = load_world(args.world)
@@ -291,6 +336,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "benchmark": cmd_benchmark,
     "train": cmd_train,
+    "demo": cmd_demo,
     "personas": cmd_personas,
 }
 

@@ -17,8 +17,12 @@ class BeliefEncoder:
 
     Layout: the tracker's belief over every slot value; per-slot flags informed / asked /
     declined / confirmed; per-item flags recommended / rejected; the goal category (one-hot);
-    the turn as a fraction of ``max_turns``; the intents of the user's last turn (multi-hot).
-    Everything comes from the tracker, i.e. from what the agent heard: nothing hidden.
+    the turn as a fraction of ``max_turns``; the intents of the user's last turn (multi-hot);
+    then catalog features per item, computed from the informed slots' beliefs (like the
+    database pointer of task-oriented dialogue systems): the expected number of known facts the
+    item violates (capped at 1), the expected number it appeals to (over the most any item
+    appeals to), and whether it is in the goal category. Everything comes from the tracker, i.e.
+    from what the agent heard: nothing hidden.
 
     Args:
         core: The (unwrapped) environment whose tracker is encoded.
@@ -28,7 +32,7 @@ class BeliefEncoder:
         w, t = core.world, core.tracker
         n_slots, n_items, n_cats = len(w.slots), len(w.items), len(w.categories)
         self.core = core
-        self.dim = w.n_values + 4 * n_slots + 2 * n_items + n_cats + 1 + len(A.USER_INTENTS)
+        self.dim = w.n_values + 4 * n_slots + 2 * n_items + n_cats + 1 + len(A.USER_INTENTS) + 3 * n_items
         self.space = spaces.Box(0.0, 1.0, shape=(self.dim,), dtype=np.float32)
         self._buf = np.zeros(self.dim, dtype=np.float32)
         # The tracker updates these arrays in place; the encoder only copies them.
@@ -37,6 +41,13 @@ class BeliefEncoder:
         self._goal_index = {c.id: c.index for c in w.categories}
         self._turn_at = n_cats
         self._intent_index = {t: n_cats + 1 + i for i, t in enumerate(A.USER_INTENTS)}
+        self._catalog_at = self.dim - 3 * n_items
+        self._n_items = n_items
+        self._slot_of_value = np.array([w.slot[v.slot].index for v in w.values])
+        self._violation = w.violation.astype(np.float32)
+        most = max(1, int(w.appeal.sum(axis=1).max()))
+        self._appeal = w.appeal.astype(np.float32) / most
+        self._in_category = {c.id: (w.item_category == c.index).astype(np.float32) for c in w.categories}
 
     def __call__(self) -> np.ndarray:
         """The current encoding (a fresh array)."""
@@ -44,7 +55,7 @@ class BeliefEncoder:
         t = core.tracker
         np.concatenate(self._tracker_parts, out=obs[:g], casting="unsafe")
         # goal one-hot, turn fraction, intents: built in Python, written in one assignment.
-        tail = [0.0] * (self.dim - g)
+        tail = [0.0] * (self._catalog_at - g)
         if t.goal is not None:
             tail[self._goal_index[t.goal]] = 1.0
         tail[self._turn_at] = min(1.0, core.turn / core.max_turns)
@@ -52,7 +63,12 @@ class BeliefEncoder:
             k = self._intent_index.get(a.intent)
             if k is not None:
                 tail[k] = 1.0
-        obs[g:] = tail
+        c, n = self._catalog_at, self._n_items
+        obs[g:c] = tail
+        known = t.belief * t.informed[self._slot_of_value]
+        np.minimum(self._violation @ known, 1.0, out=obs[c : c + n])
+        np.matmul(self._appeal, known, out=obs[c + n : c + 2 * n])
+        obs[c + 2 * n :] = self._in_category[t.goal] if t.goal is not None else 0.0
         return obs.copy()
 
 

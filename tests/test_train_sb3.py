@@ -1,0 +1,142 @@
+"""Training scripts as subprocesses with tiny budgets (CleanRL-style smoke tests), resume, errors."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.sb3 import SB3Agent, latest_checkpoint, load_model
+from dialog_env.evaluation import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "ppo": ["--hp", "n_steps=64", "--hp", "batch_size=64", "--hp", "n_epochs=1"],
+    "maskable_ppo": ["--hp", "n_steps=64", "--hp", "batch_size=64", "--hp", "n_epochs=1"],
+    "a2c": ["--hp", "n_steps=8"],
+    "dqn": ["--hp", "learning_starts=64", "--hp", "buffer_size=2000", "--hp", "target_update_interval=100"],
+}
+
+
+def train_cmd(run_dir: Path, algo: str, steps: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "train_sb3.py"),
+        "--algo", algo,
+        "--total-timesteps", str(steps),
+        "--n-envs", "2",
+        "--eval-freq", "256",
+        "--checkpoint-freq", "256",
+        "--eval-episodes", "4",
+        "--run-dir", str(run_dir),
+        "--no-progress-bar",
+        *TINY[algo],
+        *extra,
+    ]  # fmt: skip
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn", "maskable_ppo"])
+def test_train_script_writes_a_complete_run_folder(tmp_path, algo):
+    run_dir = tmp_path / "run"
+    r = run(train_cmd(run_dir, algo, 512))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"run folder: {run_dir}" in r.stdout
+    for name in ("config.yaml", "metrics.json", "best_model.zip", "final_model.zip", "learning_curve.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["algo"] == algo and config["resolved_hyperparams"]["n_envs"] >= 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["evals"] and metrics["num_timesteps"] >= 512
+    assert {"success", "return", "contradiction_rate"} <= set(metrics["evals"][-1])
+    assert set(metrics["references"]) == {"rule", "oracle"}
+    assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
+    if algo == "dqn":
+        assert (run_dir / "checkpoints" / "replay_buffer.pkl").is_file()
+    model = load_model(run_dir)
+    assert model.num_timesteps >= 256
+    records = evaluate(lambda: SB3Agent(model), split="test", episodes=3, seed=0)
+    assert len(records) == 3
+
+
+def test_tensorboard_logs_every_reward_term(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    r = run(train_cmd(run_dir, "maskable_ppo", 1024))
+    assert r.returncode == 0, r.stderr[-2000:]
+    events = EventAccumulator(str(next((run_dir / "tb").iterdir())))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for term in ("task_success", "turn_cost", "rejection", "persona_consistency", "redundancy", "discovery"):
+        assert f"reward/{term}" in tags
+    assert {"eval/success", "eval/return", "charts/success_rate"} <= tags
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = train_cmd(run_dir, "maskable_ppo", 100_000)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while latest_checkpoint(run_dir) is None or latest_checkpoint(run_dir).name == "step_256.zip":
+            assert proc.poll() is None and time.time() < deadline, "training ended or stalled before two checkpoints"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ckpt = latest_checkpoint(run_dir)
+    done = int(ckpt.stem.split("_")[1])
+    assert done >= 512 and not (run_dir / "final_model.zip").exists()
+    target = done + 1024
+    resume = [sys.executable, str(ROOT / "scripts" / "train_sb3.py"), "--resume", str(run_dir)]
+    r = run([*resume, "--total-timesteps", str(target), "--no-progress-bar"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"from step {done}" in r.stdout
+    final = load_model(run_dir / "final_model.zip")
+    assert target <= final.num_timesteps < 2 * target  # the step count continued instead of restarting
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    steps = [e["num_timesteps"] for e in metrics["evals"]]
+    assert steps == sorted(steps) and steps[-1] >= target
+
+
+def test_resume_needs_a_run_with_a_checkpoint(tmp_path):
+    r = run([sys.executable, str(ROOT / "scripts" / "train_sb3.py"), "--resume", str(tmp_path)])
+    assert r.returncode == 2 and "not a run folder" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--algo", "sac"], "unknown algorithm 'sac'; expected one of ['ppo', 'a2c', 'dqn', 'maskable_ppo']"),
+        (["--env-id", "CartPole-v1"], "unknown environment 'CartPole-v1'"),
+        (["--split", "holdout"], "unknown split 'holdout'"),
+        (["--hp", "learning_rat=0.1"], "does not take ['learning_rat']; allowed: ["),
+        (["--hp", "oops"], "expected key=value"),
+        (["--total-timesteps", "0"], "total_timesteps: expected a positive integer"),
+        (["--vec-env", "ray"], "vec_env: expected one of ['dummy', 'subproc']"),
+    ],
+)
+def test_bad_arguments_list_what_is_allowed(tmp_path, args, needle):
+    r = run([sys.executable, str(ROOT / "scripts" / "train_sb3.py"), "--run-dir", str(tmp_path / "r"), *args])
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_subprocess_vec_env_and_cli_entry_point(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = train_cmd(run_dir, "ppo", 256, "--vec-env", "subproc")
+    cmd[1:2] = ["-m", "dialog_env.cli", "train", "sb3"]
+    r = run(cmd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run_dir / "final_model.zip").is_file()
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["vec_env"] == "subproc"
