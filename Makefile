@@ -29,6 +29,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_throughput.py
+	$(BIN)/python scripts/bench_sb3.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--steps", type=_positive, default=300_000, help="training env steps (default 300000, ~3 min)")
     s.add_argument("--episodes", type=_positive, default=300, help="benchmark episodes per agent and split")
+    s.add_argument(
+        "--eval-episodes", type=_positive, default=200, help="valid-split episodes per evaluation in training"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/demo", help="parent folder; each demo gets a timestamped folder in it")
 
@@ -298,7 +301,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         exp_name="demo",
         eval_freq=freq,
         checkpoint_freq=freq,
-        eval_episodes=200,
+        eval_episodes=args.eval_episodes,
         progress_bar=sys.stderr.isatty(),
     )
     print(

@@ -70,7 +70,7 @@ class DialogueStateTracker:
         self._value_index = {(v.slot, v.id): v.index for v in world.values}
         self._item_index = {it.id: it.index for it in world.items}
         self._bounds = [(s.offset, s.offset + len(s.values)) for s in world.slots]
-        self._max_entropy = np.array([np.log2(len(s.values)) for s in world.slots])
+        self._max_entropy = [math.log2(len(s.values)) for s in world.slots]
         self._uniform = np.concatenate([np.full(len(s.values), 1.0 / len(s.values)) for s in world.slots]).astype(
             np.float32
         )
@@ -78,7 +78,9 @@ class DialogueStateTracker:
         # Evidence patterns repeat (mostly a single inform), so posteriors are memoised.
         self._posterior_cache: dict[tuple[float, ...], tuple[np.ndarray, float, int]] = {}
         self.belief = np.zeros(world.n_values, dtype=np.float32)
-        self.slot_entropy = np.zeros(n_slots, dtype=np.float64)
+        # The belief of informed slots only (zeros elsewhere): what the agent actually knows.
+        self.known_belief = np.zeros(world.n_values, dtype=np.float32)
+        self.slot_entropy: list[float] = [0.0] * n_slots  # Python floats: rewards stay plain floats
         # Flags live in two blocks (cheap to clear and to copy into observations); the named
         # arrays are views of their rows.
         self.slot_flags = np.zeros((4, n_slots), dtype=bool)
@@ -91,6 +93,7 @@ class DialogueStateTracker:
         """Forget everything (start of a dialogue)."""
         self.evidence[:] = 0.0
         self.belief[:] = self._uniform
+        self.known_belief[:] = 0.0
         self.slot_entropy[:] = self._max_entropy
         self.slot_flags[:] = False
         self.item_flags[:] = False
@@ -100,8 +103,9 @@ class DialogueStateTracker:
         self._declined: set[str] = set()
         self._confirmed: set[str] = set()
         self._rejected: set[str] = set()
-        self._entropy = float(self._max_entropy.sum())
+        self._entropy = sum(self._max_entropy)
         self.goal: str | None = None
+        self.version = getattr(self, "version", 0) + 1  # bumped whenever belief or goal change
         self.conflicts = 0
         self.last_asked: tuple[str, ...] = ()
         self.last_confirm: tuple[str, str] | None = None
@@ -184,6 +188,7 @@ class DialogueStateTracker:
                 self._rejected.add(a.value)
             elif t == A.REQUEST and self.goal is None:
                 self.goal = a.value
+                self.version += 1
         self.last_user_acts = acts
         return acts
 
@@ -202,6 +207,8 @@ class DialogueStateTracker:
             cached = self._posterior_cache[ev] = _posterior(ev)
         p, h, best = cached
         self.belief[lo:hi] = p
+        self.known_belief[lo:hi] = p if best >= 0 else 0.0
+        self.version += 1
         self._entropy += h - self.slot_entropy[s]
         self.slot_entropy[s] = h
         slot = self.world.slots[s]

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from dialog_env import acts as A
 from dialog_env.acts import DialogueAct
 from dialog_env.nlg import UserNLG
@@ -90,8 +92,16 @@ class AgendaUser:
         self.nlg = UserNLG(world)
         self.revealed: dict[str, str] = {}
 
-    def reset(self, persona: Persona, goal: str, rng: random.Random) -> UserTurn:
-        """Start a dialogue with ``persona`` wanting a ``goal`` category; return the opening."""
+    def reset(self, persona: Persona, goal: str, rng: random.Random, acceptable: np.ndarray | None = None) -> UserTurn:
+        """Start a dialogue with ``persona`` wanting a ``goal`` category; return the opening.
+
+        Args:
+            persona: The hidden persona.
+            goal: The wanted category.
+            rng: The user's random source.
+            acceptable: The persona's acceptable-item mask over all categories, if the caller has
+                it already (:meth:`World.acceptable_mask`); computed otherwise.
+        """
         if goal not in self.world.category:
             raise ValueError(f"goal must be one of {list(self.world.category)}, got {goal!r}")
         cfg, traits = self.config, persona.traits
@@ -100,7 +110,9 @@ class AgendaUser:
         self.max_rejections = cfg.max_rejections[traits["patience"]]
         self.decline_prob = cfg.decline_prob[traits["openness"]]
         self.volunteer_prob = cfg.volunteer_prob[traits["verbosity"]]
-        self.acceptable = self.world.acceptable_mask(self.world.value_indices(persona.values), goal)
+        if acceptable is None:
+            acceptable = self.world.acceptable_mask(self.world.value_indices(persona.values))
+        self.acceptable = acceptable & (self.world.item_category == self.world.category[goal].index)
         self.revealed = {}
         self.declined: set[str] = set()
         self.rejected: set[str] = set()
@@ -129,10 +141,20 @@ class AgendaUser:
         out: list[DialogueAct] = []
         cost = 1
         outcome: str | None = None
-        recs = [a for a in agent_acts if a.intent == A.RECOMMEND]
-        refs = [a for a in agent_acts if a.intent in (A.CONFIRM, A.INFORM)]
-        asks = [a for a in agent_acts if a.intent == A.ASK]
-        said_bye = any(a.intent == A.BYE for a in agent_acts)
+        recs: list[DialogueAct] = []
+        refs: list[DialogueAct] = []
+        asks: list[DialogueAct] = []
+        said_bye = False
+        for a in agent_acts:  # one pass: this runs every step
+            t = a.intent
+            if t == A.RECOMMEND:
+                recs.append(a)
+            elif t == A.ASK:
+                asks.append(a)
+            elif t == A.CONFIRM or t == A.INFORM:
+                refs.append(a)
+            elif t == A.BYE:
+                said_bye = True
         if recs:
             item = self.world.item[recs[0].value]
             if item.id in self.rejected:

@@ -203,6 +203,10 @@ class World:
         return np.fromiter((self.slot[s].by_id[values[s]].index for s in self.slot_names), dtype=np.int64)
 
     @functools.cached_property
+    def _category_members(self) -> list[np.ndarray]:
+        return [np.flatnonzero(self.item_category == c.index) for c in self.categories]
+
+    @functools.cached_property
     def category_onehot(self) -> np.ndarray:
         """``(n_categories, n_items)`` bool matrix: item j is in category c."""
         return np.arange(len(self.categories))[:, None] == self.item_category[None, :]
@@ -214,9 +218,14 @@ class World:
         one ``appeals`` match) and is among the best fits of its category (no fitting item of the
         same category appeals to more of the persona's values).
         """
-        return self.acceptable_matrix(value_idx[None, :])[:, 0] & (
-            True if category is None else self.item_category == self.category[category].index
-        )
+        fits = ~self.violation[:, value_idx].any(axis=1)
+        score = np.where(fits, self.appeal[:, value_idx].sum(axis=1), -1)
+        ok = score >= 1
+        for members in self._category_members:
+            ok[members] &= score[members] == score[members].max()
+        if category is not None:
+            ok &= self.item_category == self.category[category].index
+        return ok
 
     def acceptable_matrix(self, value_idx: np.ndarray) -> np.ndarray:
         """:meth:`acceptable_mask` for many personas: ``(n, n_slots)`` -> ``(n_items, n)`` bool."""

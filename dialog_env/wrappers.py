@@ -43,11 +43,11 @@ class BeliefEncoder:
         self._intent_index = {t: n_cats + 1 + i for i, t in enumerate(A.USER_INTENTS)}
         self._catalog_at = self.dim - 3 * n_items
         self._n_items = n_items
-        self._slot_of_value = np.array([w.slot[v.slot].index for v in w.values])
-        self._violation = w.violation.astype(np.float32)
         most = max(1, int(w.appeal.sum(axis=1).max()))
-        self._appeal = w.appeal.astype(np.float32) / most
+        # Violations and appeal (scaled by the most any item appeals to) stacked: one matmul.
+        self._catalog = np.concatenate([w.violation, w.appeal / most]).astype(np.float32)
         self._in_category = {c.id: (w.item_category == c.index).astype(np.float32) for c in w.categories}
+        self._catalog_version = -1
 
     def __call__(self) -> np.ndarray:
         """The current encoding (a fresh array)."""
@@ -65,10 +65,11 @@ class BeliefEncoder:
                 tail[k] = 1.0
         c, n = self._catalog_at, self._n_items
         obs[g:c] = tail
-        known = t.belief * t.informed[self._slot_of_value]
-        np.minimum(self._violation @ known, 1.0, out=obs[c : c + n])
-        np.matmul(self._appeal, known, out=obs[c + n : c + 2 * n])
-        obs[c + 2 * n :] = self._in_category[t.goal] if t.goal is not None else 0.0
+        if t.version != self._catalog_version:  # catalog features change only with belief or goal
+            self._catalog_version = t.version
+            np.matmul(self._catalog, t.known_belief, out=obs[c : c + 2 * n])
+            np.minimum(obs[c : c + n], 1.0, out=obs[c : c + n])
+            obs[c + 2 * n :] = self._in_category[t.goal] if t.goal is not None else 0.0
         return obs.copy()
 
 

@@ -42,6 +42,9 @@ def call_reward(name: str, fn: Callable, contexts: Sequence[TurnContext]) -> lis
         out = fn(contexts)
     except Exception as e:
         raise RewardError(f"reward {name!r} raised {type(e).__name__}: {e}") from e
+    # Fast path (the env calls this every step): a list of non-NaN floats of the right length.
+    if type(out) is list and len(out) == len(contexts) and all(type(v) is float and v == v for v in out):
+        return out
     try:
         values = [float(x) for x in out]
     except (TypeError, ValueError) as e:

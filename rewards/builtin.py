@@ -1,10 +1,10 @@
-"""Built-in reward terms. Each takes a batch of :class:`TurnContext` and returns a list of floats."""
+"""Built-in reward terms: per-turn scorers, each callable as a batch reward ``f(contexts) -> list[float]``."""
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dialog_env import acts as A
 from dialog_env.context import TurnContext
@@ -45,72 +45,91 @@ def consistency_counts(ctx: TurnContext) -> tuple[int, int]:
     return good, bad
 
 
-def persona_consistency(contexts: Sequence[TurnContext]) -> list[float]:
+class BuiltinTerm:
+    """A built-in term: a per-turn scorer exposed with the batch reward signature.
+
+    The composer calls ``score`` directly for built-ins (no per-call validation of our own
+    code on the env's hot path); everyone else calls the instance like any reward.
+    """
+
+    def __init__(self, score: Callable[[TurnContext], float]) -> None:
+        self.score = score
+        self.__name__ = score.__name__
+        self.__doc__ = score.__doc__
+        self.__wrapped__ = score
+
+    def __call__(self, contexts: Sequence[TurnContext]) -> list[float]:
+        """Score each context."""
+        return [self.score(c) for c in contexts]
+
+    def __reduce__(self) -> str:
+        return self.__name__  # pickles as the module attribute of the same name
+
+
+@BuiltinTerm
+def persona_consistency(ctx: TurnContext) -> float:
     """Per-turn persona consistency: references that agree with revealed facts score, contradictions cost.
 
     Score per turn: ``min(1, 0.5 * consistent) - 2 * contradicting``, floored at -4; a turn that
-    references nothing scores 0.
-
-    Args:
-        contexts: The turns to score.
+    references nothing scores 0 (see :func:`consistency_counts`).
 
     Returns:
-        One score per turn, in ``[-4, 1]``.
+        The turn's score, in ``[-4, 1]``.
     """
-    out = []
-    for ctx in contexts:
-        good, bad = consistency_counts(ctx)
-        out.append(max(-4.0, min(1.0, CONSISTENT_BONUS * good) - CONTRADICTION_PENALTY * bad))
-    return out
+    good, bad = consistency_counts(ctx)
+    return max(-4.0, min(1.0, CONSISTENT_BONUS * good) - CONTRADICTION_PENALTY * bad)
 
 
-def task_success(contexts: Sequence[TurnContext]) -> list[float]:
+@BuiltinTerm
+def task_success(ctx: TurnContext) -> float:
     """1 on the turn the user accepts a recommendation, else 0."""
-    return [1.0 if c.outcome == "accepted" else 0.0 for c in contexts]
+    return 1.0 if ctx.outcome == "accepted" else 0.0
 
 
-def turn_cost(contexts: Sequence[TurnContext]) -> list[float]:
+@BuiltinTerm
+def turn_cost(ctx: TurnContext) -> float:
     """-1 for every turn (weight it to set the price of a turn)."""
-    return [-1.0] * len(contexts)
+    return -1.0
 
 
-def rejection(contexts: Sequence[TurnContext]) -> list[float]:
+@BuiltinTerm
+def rejection(ctx: TurnContext) -> float:
     """-1 on a turn whose recommendation the user rejected (conversational recommenders' "rec fail").
 
     Judged on the user's true acts, so a noisy channel does not hide it.
     """
-    return [
-        -1.0 if any(a.intent in (A.REJECT, A.REPEAT) and a.slot is None for a in c.user_acts) else 0.0 for c in contexts
-    ]
+    for a in ctx.user_acts:
+        if (a.intent == A.REJECT or a.intent == A.REPEAT) and a.slot is None:
+            return -1.0
+    return 0.0
 
 
-def redundancy(contexts: Sequence[TurnContext]) -> list[float]:
+@BuiltinTerm
+def redundancy(ctx: TurnContext) -> float:
     """-1 per redundant act, judged on what the agent's tracker knew.
 
     Redundant: asking a slot already known or declined, re-confirming a confirmed slot, or
     re-recommending a rejected item.
     """
-    out = []
-    for ctx in contexts:
-        b = ctx.before
-        n = 0
-        for a in ctx.agent_acts:
-            if a.intent == A.ASK:
-                n += a.slot in b.known or a.slot in b.declined
-            elif a.intent == A.CONFIRM:
-                n += a.slot in b.confirmed
-            elif a.intent == A.RECOMMEND:
-                n += a.value in b.rejected
-        out.append(float(-n))
-    return out
+    b = ctx.before
+    n = 0
+    for a in ctx.agent_acts:
+        if a.intent == A.ASK:
+            n += a.slot in b.known or a.slot in b.declined
+        elif a.intent == A.CONFIRM:
+            n += a.slot in b.confirmed
+        elif a.intent == A.RECOMMEND:
+            n += a.value in b.rejected
+    return float(-n)
 
 
-def discovery(contexts: Sequence[TurnContext]) -> list[float]:
+@BuiltinTerm
+def discovery(ctx: TurnContext) -> float:
     """Belief-entropy reduction this turn, as a fraction of the maximum (all slots uniform).
 
     Sums to the fraction of the persona's uncertainty the agent resolved over an episode.
     """
-    return [(c.before.entropy - c.after.entropy) / max_entropy(c.world) for c in contexts]
+    return (ctx.before.entropy - ctx.after.entropy) / max_entropy(ctx.world)
 
 
 @functools.lru_cache(maxsize=16)

@@ -73,3 +73,13 @@ def test_bad_arguments_give_clear_errors(args, needle):
     r = run_cli(*args)
     assert r.returncode == 2
     assert needle in r.stderr
+
+
+def test_demo_trains_benchmarks_and_says_where_the_plots_are(tmp_path):
+    r = run_cli("demo", "--steps", "512", "--episodes", "5", "--eval-episodes", "5", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| maskable_ppo |" in r.stdout and "| rule |" in r.stdout and "| oracle |" in r.stdout
+    assert "learning curve:" in r.stdout and "charts:" in r.stdout
+    (demo,) = tmp_path.iterdir()
+    assert (demo / "maskable_ppo" / "learning_curve.png").is_file()
+    assert json.loads((demo / "benchmark" / "leaderboard.json").read_text())["rows"]

@@ -82,6 +82,11 @@ class PersonaRecCore(gym.Env):
         self.agent_nlg = AgentNLG(self.world)
         self.tracker = DialogueStateTracker(self.world, tracker, self.lexicon)
         tab = self.act_table
+        # Each id's act, decoded once (confirm takes its value from the tracker at step time).
+        self._fixed_acts: tuple[DialogueAct, ...] = tuple(
+            DialogueAct(A.RECOMMEND, None, arg) if kind == A.RECOMMEND else DialogueAct(kind, arg)
+            for kind, arg in (tab.decode(i) for i in range(tab.size))
+        )
         self._mask = np.ones(tab.size, dtype=bool)
         self._mask_parts = (
             self._mask[tab.ask_start : tab.confirm_start],
@@ -141,7 +146,7 @@ class PersonaRecCore(gym.Env):
         self.persona, self.goal = persona, goal
         self._value_idx = value_idx
         self.tracker.reset()
-        opening = self.user.reset(persona, goal, self._rng)
+        opening = self.user.reset(persona, goal, self._rng, acceptable=ok)
         text = self._heard(opening)[1]
         self.tracker.update_user(text, opening.acts)
         self._revealed = dict(self.user.revealed)
@@ -258,13 +263,15 @@ class PersonaRecCore(gym.Env):
         Raises:
             ValueError: ``action`` is not a valid act id.
         """
-        kind, arg = self.act_table.decode(action)
-        if kind == A.CONFIRM:
-            best = self.tracker.best(arg)  # type: ignore[arg-type]
-            return DialogueAct(A.ASK, arg) if best is None else DialogueAct(A.CONFIRM, arg, best)
-        if kind == A.RECOMMEND:
-            return DialogueAct(A.RECOMMEND, None, arg)
-        return DialogueAct(kind, arg)
+        if type(action) is int and 0 <= action < len(self._fixed_acts):
+            act = self._fixed_acts[action]
+        else:
+            self.act_table.decode(action)  # validates (numpy ints too), with a clear error
+            act = self._fixed_acts[int(action)]
+        if act.intent == A.CONFIRM:
+            best = self.tracker.best(act.slot)  # type: ignore[arg-type]
+            return DialogueAct(A.ASK, act.slot) if best is None else DialogueAct(A.CONFIRM, act.slot, best)
+        return act
 
     # -- rendering ----------------------------------------------------------------------------
     @property
