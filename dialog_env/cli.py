@@ -223,7 +223,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summary: dict[str, dict[str, dict[str, float]]] = {}
     transcripts: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for spec in args.agents:
+    from dialog_env.benchmark import parse_agent_entry
+
+    for entry in args.agents:
+        label, spec = parse_agent_entry(entry)
         records = evaluate(
             lambda spec=spec: make_agent(spec),
             split=args.split,
@@ -233,8 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             env_kwargs=env_kwargs,
             progress=progress,
         )
-        summary[spec] = summarize(records)
-        transcripts += [{"agent": spec, **record_to_json(r, with_messages=True)} for r in records[: args.transcripts]]
+        summary[label] = summarize(records)
+        transcripts += [{"agent": label, **record_to_json(r, with_messages=True)} for r in records[: args.transcripts]]
     elapsed = time.perf_counter() - t0
     title = f"split={args.split} mode={args.mode} noise={args.noise} episodes={args.episodes} seed={args.seed}"
     table = _table(summary)
