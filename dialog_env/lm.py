@@ -173,7 +173,7 @@ def generate_batch(
 
     Args:
         model: A causal LM.
-        tokenizer: Its tokenizer (left padding, see :func:`prepare_tokenizer`).
+        tokenizer: Its tokenizer (see :func:`prepare_tokenizer`).
         conversations: Chat messages per dialogue, ending with a user turn.
         config: Sampling options.
         seed: Seeds torch's generator first, so sampling is reproducible; greedy decoding is
@@ -183,36 +183,57 @@ def generate_batch(
         ``(texts, prompt_ids, completion_ids)``: the decoded replies and the token ids (prompt
         without padding, completion up to and including the first end-of-sequence token).
     """
+    prompt_ids = [render_ids(tokenizer, c) for c in conversations]
+    completion_ids = generate_from_ids(model, tokenizer, prompt_ids, config, seed)
+    texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completion_ids]
+    return texts, prompt_ids, completion_ids
+
+
+def render_ids(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of a chat rendered with the tokenizer's template."""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def generate_from_ids(
+    model: Any,
+    tokenizer: Any,
+    sequences: Sequence[Sequence[int]],
+    config: GenerationConfig | None = None,
+    seed: int | None = None,
+) -> list[list[int]]:
+    """Continue many token sequences in one left-padded ``generate`` call.
+
+    Returns:
+        The new tokens of each sequence, up to and including its first end-of-sequence token.
+    """
     import torch
 
     config = config or GenerationConfig()
     config.validate()
-    prompts = [
-        tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False) for c in conversations
-    ]
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in sequences], device=model.device)
+    attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=model.device)
     if seed is not None:
         torch.manual_seed(seed)
     kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample}
     if config.do_sample:
-        kwargs.update(temperature=config.temperature, top_p=config.top_p)
+        kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=None)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     with torch.inference_mode():
-        out = model.generate(**batch, **kwargs, pad_token_id=tokenizer.pad_token_id)
-    width = batch["input_ids"].shape[1]
+        out = model.generate(input_ids=input_ids, attention_mask=attention, pad_token_id=pad, **kwargs)
     eos = set(_eos_ids(model, tokenizer))
-    texts, prompt_ids, completion_ids = [], [], []
-    for row, mask in zip(out, batch["attention_mask"], strict=True):
-        prompt_ids.append(row[:width][mask.bool()].tolist())
+    completions = []
+    for row in out[:, width:].tolist():
         comp = []
-        for tok in row[width:].tolist():
+        for tok in row:
             comp.append(tok)
             if tok in eos:
                 break
-        completion_ids.append(comp)
-        texts.append(tokenizer.decode(comp, skip_special_tokens=True).strip())
-    return texts, prompt_ids, completion_ids
+        completions.append(comp)
+    return completions
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

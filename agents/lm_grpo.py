@@ -1,0 +1,236 @@
+"""Multi-turn GRPO on ``PersonaRecText-v0`` with TRL: persona tasks, a ``rollout_func``, rewards.
+
+TRL 1.x's online trainer is ``GRPOTrainer``: the PPO clipped surrogate with group-relative
+advantages. Here every rollout is a whole dialogue. A data set row is one persona task (an env
+seed); the trainer repeats each row ``num_generations`` times, so the group of a row is that
+many sampled dialogues with the same hidden persona and goal.
+
+One rollout is one token sequence: ``prompt_ids`` (system prompt + the user's opening + the
+assistant header) and ``completion_ids``, the agent's turns interleaved with the user's replies
+and the chat-template tokens around them. ``env_mask`` is 1 on the agent's tokens and 0 on the
+rest, so only the agent's tokens are trained. Generation continues from the exact ids of the
+sequence (never from re-tokenised text), so what is trained is what was sampled.
+
+The env's return and each reward term's episode sum are passed to the reward functions as extra
+fields (``env_return``, ``reward_terms``, ``turn_contexts``): :func:`env_return` is the default
+reward, and any dialog_env reward works through :func:`rewards.to_trl` on ``turn_contexts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+
+import dialog_env  # noqa: F401 - registers the environments
+from agents.lm import system_prompt
+from dialog_env.envs.core import PersonaRecCore
+from dialog_env.lm import GenerationConfig, generate_from_ids, render_ids
+
+TEXT_ENV_ID = "dialog_env/PersonaRecText-v0"
+SEED_KEY = "dialog_env_seed"
+
+
+def task_prompt(core: PersonaRecCore, seed: int) -> list[dict[str, Any]]:
+    """The chat prompt of a persona task right after ``reset(seed=seed)``.
+
+    The first message carries the seed under :data:`SEED_KEY` (chat templates ignore unknown
+    keys) so the rollout can rebuild the same dialogue: TRL hands ``rollout_func`` only prompts.
+    """
+    return [
+        {"role": "system", "content": system_prompt(core, summary=False), SEED_KEY: seed},
+        *core.messages(),
+    ]
+
+
+def build_task_dataset(n: int, split: str = "train", seed: int = 0, env_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """A ``datasets.Dataset`` of ``n`` persona tasks (env seeds ``seed .. seed+n-1``).
+
+    Columns: ``prompt`` (conversational, see :func:`task_prompt`) and ``dialog_seed``.
+    """
+    from datasets import Dataset
+
+    env = gym.make(TEXT_ENV_ID, split=split, **dict(env_kwargs or {}))
+    rows = []
+    for s in range(seed, seed + n):
+        env.reset(seed=s)
+        rows.append({"prompt": task_prompt(env.unwrapped, s), "dialog_seed": s})
+    env.close()
+    return Dataset.from_list(rows)
+
+
+def _seed_of(prompt: Sequence[Mapping[str, Any]]) -> int:
+    seed = prompt[0].get(SEED_KEY) if prompt else None
+    if seed is None:
+        raise ValueError(f"rollout prompts must come from build_task_dataset (first message needs {SEED_KEY!r})")
+    return int(seed)
+
+
+class DialogueRollout:
+    """TRL ``rollout_func``: plays one whole dialogue per prompt, all dialogues batched per turn.
+
+    Args:
+        split: Persona split of the tasks.
+        env_kwargs: Extra env kwargs (``noise``, ``reward_weights``, ...).
+        max_turns: Agent turns per dialogue at most.
+        max_new_tokens: Token cap per agent turn.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        env_kwargs: Mapping[str, Any] | None = None,
+        max_turns: int = 8,
+        max_new_tokens: int = 48,
+    ) -> None:
+        if max_turns < 1 or max_new_tokens < 1:
+            raise ValueError(f"max_turns and max_new_tokens must be positive, got {max_turns}, {max_new_tokens}")
+        self.split, self.env_kwargs = split, dict(env_kwargs or {})
+        self.max_turns, self.max_new_tokens = max_turns, max_new_tokens
+        self._envs: list[gym.Env] = []
+        self.__name__ = "DialogueRollout"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_envs"] = []
+        return state
+
+    def _env(self, k: int) -> gym.Env:
+        while len(self._envs) <= k:
+            self._envs.append(gym.make(TEXT_ENV_ID, split=self.split, **self.env_kwargs))
+        return self._envs[k]
+
+    @staticmethod
+    def _after_eos(tokenizer: Any) -> str:
+        """Text the chat template puts right after an assistant turn's end-of-sequence token."""
+        probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+        text = tokenizer.apply_chat_template(probe, tokenize=False)
+        eos = tokenizer.eos_token
+        return text[text.rindex(eos) + len(eos) :] if eos and eos in text else ""
+
+    def user_turn_text(self, tokenizer: Any, history: list[dict[str, Any]], user_text: str) -> str:
+        """Template text between the agent's end-of-turn token and the next agent turn."""
+        before = tokenizer.apply_chat_template(history, tokenize=False)
+        after = tokenizer.apply_chat_template(
+            [*history, {"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
+        )
+        if not after.startswith(before):
+            raise ValueError("the chat template is not append-only; multi-turn rollouts need one that is")
+        # Our sequence stops at the agent's end-of-turn token; the template's text after it comes first.
+        return self._after_eos(tokenizer) + after[len(before) :]
+
+    def generation_config(self, trainer: Any) -> GenerationConfig:
+        """Sampling options from the trainer's arguments (temperature, top_p)."""
+        args = trainer.args
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=True,
+            temperature=float(getattr(args, "temperature", 1.0) or 1.0),
+            top_p=float(getattr(args, "top_p", 1.0) or 1.0),
+        )
+
+    def __call__(self, prompts: Sequence[Sequence[Mapping[str, Any]]], trainer: Any) -> dict[str, list[Any]]:
+        """Play one dialogue per prompt with the trainer's current policy."""
+        from trl.models.utils import unwrap_model_for_generation
+
+        tokenizer = trainer.processing_class
+        limit = int(getattr(trainer.args, "max_completion_length", 0) or 0) or None
+        seeds = [_seed_of(p) for p in prompts]
+        # Unwrapped (DDP/FSDP/DeepSpeed), gradient checkpointing off and eval mode: generation with a KV cache.
+        with unwrap_model_for_generation(trainer.model, trainer.accelerator) as model:
+            was_training = model.training
+            model.eval()
+            try:
+                return self.rollout(model, tokenizer, seeds, self.generation_config(trainer), limit)
+            finally:
+                model.train(was_training)
+
+    def rollout(
+        self,
+        model: Any,
+        tokenizer: Any,
+        seeds: Sequence[int],
+        config: GenerationConfig,
+        max_completion_tokens: int | None = None,
+        generation_seed: int | None = None,
+    ) -> dict[str, list[Any]]:
+        """Play one dialogue per seed (the policy is ``model``); see the module docstring for the output."""
+        n = len(seeds)
+        envs = [self._env(k) for k in range(n)]
+        cores = [e.unwrapped for e in envs]
+        histories: list[list[dict[str, Any]]] = []
+        prompt_ids: list[list[int]] = []
+        for env, core, seed in zip(envs, cores, seeds, strict=True):
+            env.reset(seed=seed)
+            history = [{"role": "system", "content": system_prompt(core, summary=False)}, *core.messages()]
+            histories.append(history)
+            prompt_ids.append(render_ids(tokenizer, history))
+        completion: list[list[int]] = [[] for _ in range(n)]
+        mask: list[list[int]] = [[] for _ in range(n)]
+        returns = [0.0] * n
+        terms: list[dict[str, float]] = [{} for _ in range(n)]
+        contexts: list[list[Any]] = [[] for _ in range(n)]
+        eos = tokenizer.eos_token_id
+        active = list(range(n))
+        for turn in range(self.max_turns):
+            if not active:
+                break
+            new = generate_from_ids(
+                model,
+                tokenizer,
+                [prompt_ids[k] + completion[k] for k in active],
+                config,
+                seed=None if generation_seed is None else generation_seed + turn,
+            )
+            still = []
+            for k, tokens in zip(active, new, strict=True):
+                text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                completion[k] += tokens
+                mask[k] += [1] * len(tokens)
+                if not tokens or tokens[-1] != eos:  # cut by the token cap: close the turn as the template would
+                    completion[k].append(eos)
+                    mask[k].append(0)
+                _, reward, terminated, truncated, info = envs[k].step(text)
+                returns[k] += reward
+                for t, v in info["reward_terms"].items():
+                    terms[k][t] = terms[k].get(t, 0.0) + v
+                contexts[k].append(cores[k].last_context)
+                histories[k].append({"role": "assistant", "content": info["agent_text"]})
+                full = max_completion_tokens is not None and len(completion[k]) >= max_completion_tokens
+                if terminated or truncated or full or turn == self.max_turns - 1:
+                    continue
+                user = self.user_turn_text(tokenizer, histories[k], info["user_text"])
+                user_ids = tokenizer(user, add_special_tokens=False)["input_ids"]
+                histories[k].append({"role": "user", "content": info["user_text"]})
+                completion[k] += user_ids
+                mask[k] += [0] * len(user_ids)
+                still.append(k)
+            active = still
+        if max_completion_tokens is not None:
+            completion = [c[:max_completion_tokens] for c in completion]
+            mask = [m[:max_completion_tokens] for m in mask]
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": completion,
+            "logprobs": None,  # no vLLM: TRL recomputes old log-probs itself when it needs them
+            "env_mask": mask,
+            "env_return": returns,
+            "reward_terms": terms,
+            "turn_contexts": contexts,
+            "transcript": [[dict(m) for m in h] for h in histories],
+        }
+
+
+def env_return(completions: Sequence[Any], env_return: Sequence[float], **kwargs: Any) -> list[float]:
+    """TRL reward function: the dialogue's return in the env (its weighted reward terms).
+
+    Args:
+        completions: The rollouts' completions (unused: the env scored the whole dialogue).
+        env_return: Extra field from :class:`DialogueRollout`.
+        **kwargs: Other columns (ignored).
+
+    Returns:
+        One float per rollout.
+    """
+    return [float(r) for r in env_return]
