@@ -34,6 +34,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import dialog_env
+from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
 from dialog_env.evaluation import METRICS, evaluate, summarize
 from dialog_env.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from dialog_env.persona import SPLITS
@@ -521,45 +522,15 @@ def _learn(cfg: TrainConfig, hp: dict[str, Any], run: Path, metrics: dict[str, A
 # -- command line ----------------------------------------------------------------------------
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (CleanRL-style help texts)."""
-    import ast
-
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
-    return docs
-
-
 def build_train_parser(parser: Any | None = None) -> Any:
     """Arguments of ``train_sb3.py`` / ``dialog-env train sb3``, one per :class:`TrainConfig` field."""
     import argparse
 
     p = parser or argparse.ArgumentParser(description="Train a stable-baselines3 agent on a PersonaRec environment.")
-    docs = field_docs(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "hyperparams":
-            p.add_argument(
-                "--hp",
-                dest="hyperparams",
-                action="append",
-                default=[],
-                metavar="KEY=VALUE",
-                help="hyper-parameter override (repeatable)",
-            )
-        elif f.type in ("bool", bool):
-            p.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=docs.get(f.name)
-            )
-        else:
-            kind = {"int": int, "float": float, "str": str, "int | None": int}.get(str(f.type), str)
-            p.add_argument(
-                flag, dest=f.name, type=kind, default=None, help=f"{docs.get(f.name, '')} (default: {f.default})"
-            )
+    add_dataclass_arguments(p, TrainConfig, skip={"hyperparams"})
+    p.add_argument(
+        "--hp", dest="hyperparams", action="append", default=[], metavar="KEY=VALUE", help="hyper-parameter override"
+    )
     p.add_argument("--config", default=None, help="YAML file of TrainConfig fields; flags override it")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     p.add_argument("--run-dir", default=None, help="exact run folder (default: <run-root>/<run name>)")
@@ -572,21 +543,9 @@ def config_from_args(args: Any) -> TrainConfig:
     Raises:
         ConfigError: Unknown keys in the YAML file, or invalid values.
     """
-    values: dict[str, Any] = {}
-    if args.config:
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{args.config}: unknown field(s) {unknown}; allowed: {sorted(names)}")
-        values.update(data)
-    for f in dataclasses.fields(TrainConfig):
-        v = getattr(args, f.name, None)
-        if f.name == "hyperparams":
-            if v:
-                values["hyperparams"] = {**values.get("hyperparams", {}), **parse_overrides(v)}
-        elif v is not None:
-            values[f.name] = v
+    values = dataclass_values(TrainConfig, args, ConfigError, skip={"hyperparams"})
+    if args.hyperparams:
+        values["hyperparams"] = {**values.get("hyperparams", {}), **parse_overrides(args.hyperparams)}
     cfg = TrainConfig(**values)
     cfg.validate()
     load_hyperparams(cfg.algo, cfg.env_id, cfg.hyperparams)

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agents.sb3 import build_train_parser
 
     build_train_parser(train_sub.add_parser("sb3", help="stable-baselines3: ppo, a2c, dqn, maskable_ppo"))
+    from agents.lm_train import build_lm_parser
+
+    build_lm_parser(train_sub.add_parser("lm", help="an LM policy with TRL's GRPOTrainer (multi-turn rollouts)"))
 
     s = sub.add_parser(
         "demo", help="train MaskablePPO briefly, benchmark it against the baselines, print the leaderboard"
@@ -284,9 +287,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a policy."""
-    from agents.sb3 import run_from_args
+    if args.trainer == "lm":
+        from agents.lm_train import run_lm_from_args
 
-    run_from_args(args)
+        run_lm_from_args(args)
+    else:
+        from agents.sb3 import run_from_args
+
+        run_from_args(args)
     return 0
 
 

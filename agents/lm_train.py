@@ -1,0 +1,339 @@
+"""Train LM policies on PersonaRec with TRL's GRPOTrainer (LoRA by default).
+
+Two paths:
+
+* ``mode="multi"`` (default): every rollout is a whole dialogue in ``PersonaRecText-v0``
+  (:class:`agents.lm_grpo.DialogueRollout`); the reward is the env's return, and each reward
+  term is logged as its own reward function with weight 0.
+* ``mode="single"``: the stock-TRL way. A data set of (persona, dialogue-so-far) contexts is
+  collected by playing the env with a baseline agent; TRL generates one reply per context, and any
+  registered reward scores it through :func:`rewards.to_trl` (the adapter replays the dialogue and
+  says the reply to the simulated user).
+
+A run folder holds ``config.yaml``, ``checkpoints/`` (TRL/Trainer checkpoints; ``--resume``
+continues from the last), ``tb/`` (TensorBoard) and ``final_model/`` (the merged model and its
+tokenizer, loadable as ``lm:<run>/final_model``). The same script runs under
+``accelerate launch`` for several GPUs or nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+
+import dialog_env
+from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
+from dialog_env.io import atomic_write_text
+from dialog_env.lm import DEFAULT_MODEL, resolve_model_path
+from dialog_env.persona import SPLITS
+
+MODES = ("multi", "single")
+
+
+class LMConfigError(ValueError):
+    """An invalid LM training argument; the message names the field and what is allowed."""
+
+
+@dataclass
+class LMTrainConfig:
+    """Arguments of a GRPO run on PersonaRec (CleanRL-style: one field, one docstring)."""
+
+    model: str = DEFAULT_MODEL
+    """base model: smollm2 (embedded default), a Hugging Face id or a local folder"""
+    mode: str = "multi"
+    """multi (whole dialogues per rollout) or single (one reply per collected context)"""
+    exp_name: str = "grpo"
+    """experiment name, part of the run folder name"""
+    run_root: str = "runs"
+    """folder that holds run folders"""
+    seed: int = 0
+    """seed of the trainer, the task set and sampling"""
+    split: str = "train"
+    """persona split of the training tasks"""
+    tasks: int = 256
+    """persona tasks (env seeds) in the training set"""
+    max_steps: int = 100
+    """optimizer steps"""
+    num_generations: int = 4
+    """rollouts per task: the GRPO group"""
+    per_device_train_batch_size: int = 8
+    """rollouts per device and step (a multiple of num_generations)"""
+    gradient_accumulation_steps: int = 1
+    """gradient accumulation"""
+    num_iterations: int = 2
+    """optimisation passes per generated batch; >= 2 makes the PPO clip act"""
+    epsilon: float = 0.2
+    """clip range of the surrogate"""
+    beta: float = 0.0
+    """KL coefficient to the base model (0: no reference model)"""
+    learning_rate: float = 1e-4
+    """learning rate (LoRA); use ~1e-5 with --no-lora"""
+    lora: bool = True
+    """train LoRA adapters (peft); --no-lora trains all weights"""
+    lora_r: int = 16
+    """LoRA rank"""
+    lora_alpha: int = 32
+    """LoRA alpha"""
+    max_turns: int = 6
+    """agent turns per dialogue (multi mode)"""
+    max_new_tokens: int = 40
+    """tokens per agent turn"""
+    max_completion_length: int = 512
+    """tokens per rollout, agent and user turns together (multi mode)"""
+    temperature: float = 1.0
+    """sampling temperature of rollouts"""
+    noise: float = 0.0
+    """semantic error rate of the user channel"""
+    dtype: str = "float32"
+    """weights dtype: float32 or bfloat16 (bf16 mixed precision)"""
+    save_steps: int = 25
+    """checkpoint every this many steps"""
+    logging_steps: int = 1
+    """log every this many steps"""
+
+    def validate(self) -> None:
+        """Raise :class:`LMConfigError` naming the field and the allowed values."""
+        if self.mode not in MODES:
+            raise LMConfigError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
+        if self.split not in (*SPLITS, "all"):
+            raise LMConfigError(f"split: unknown split {self.split!r}; expected one of {[*SPLITS, 'all']}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise LMConfigError(f"dtype: expected float32 or bfloat16, got {self.dtype!r}")
+        for name in ("tasks", "max_steps", "num_generations", "per_device_train_batch_size", "num_iterations",
+                     "max_turns", "max_new_tokens", "max_completion_length", "save_steps", "logging_steps",
+                     "gradient_accumulation_steps", "lora_r", "lora_alpha"):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise LMConfigError(f"{name}: expected a positive integer, got {v!r}")
+        if self.num_generations < 2:
+            raise LMConfigError("num_generations: GRPO needs at least 2 rollouts per task")
+        if self.per_device_train_batch_size % self.num_generations:
+            raise LMConfigError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
+                f"num_generations ({self.num_generations})"
+            )
+        if not 0.0 <= self.noise < 1.0:
+            raise LMConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
+
+
+def run_name(cfg: LMTrainConfig) -> str:
+    """``PersonaRecText-v0__<exp_name>__<seed>__<unix time>``."""
+    return f"dialog_env_PersonaRecText-v0__{cfg.exp_name}__{cfg.seed}__{int(time.time())}"
+
+
+def build_single_turn_dataset(
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    agent: str = "rule",
+    max_prefix_turns: int = 3,
+    env_kwargs: dict | None = None,
+) -> Any:
+    """Contexts for single-turn GRPO: dialogues played by ``agent`` for a random number of turns.
+
+    Columns: ``prompt`` (system prompt + the dialogue so far, ending with the user) and
+    ``dialog_state`` (JSON; what :func:`rewards.to_trl` replays to score a reply).
+    """
+    from datasets import Dataset
+
+    from agents import make_agent
+    from agents.lm import system_prompt
+
+    env = gym.make("dialog_env/PersonaRecText-v0", split=split, **dict(env_kwargs or {}))
+    core = env.unwrapped
+    player = make_agent(agent)
+    rng = random.Random(seed)
+    rows = []
+    for s in range(seed, seed + n):
+        obs, info = env.reset(seed=s)
+        player.reset(env, seed=s)
+        for _ in range(rng.randrange(max_prefix_turns + 1)):
+            obs, _, terminated, truncated, info = env.step(player.act(obs, info))
+            if terminated or truncated:
+                env.reset(seed=s)  # keep the context live: fall back to the opening
+                break
+        prompt = [{"role": "system", "content": system_prompt(core, summary=False)}, *core.messages()]
+        rows.append({"prompt": prompt, "dialog_state": json.dumps(core.dialog_state())})
+    env.close()
+    return Dataset.from_list(rows)
+
+
+def _load_policy(cfg: LMTrainConfig) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dialog_env.lm import prepare_tokenizer
+
+    path = resolve_model_path(cfg.model)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), name=cfg.model)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
+    """The configured ``GRPOTrainer`` for a run folder."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl import GRPOConfig, GRPOTrainer
+
+    from agents.lm_grpo import DialogueRollout, build_task_dataset, env_return
+    from rewards import DEFAULT_WEIGHTS, to_trl
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tb")  # transformers' TensorBoard callback reads it
+    model, tokenizer = _load_policy(cfg)
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
+    env_kwargs = {"noise": cfg.noise}
+    terms = list(DEFAULT_WEIGHTS)
+    if cfg.mode == "multi":
+        dataset = build_task_dataset(cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs)
+        # The return drives the update; each term is logged as its own reward with weight 0.
+        reward_funcs = [env_return, *(to_trl(t) for t in terms)]
+        reward_weights = [1.0] + [0.0] * len(terms)
+        rollout = DialogueRollout(cfg.split, env_kwargs, cfg.max_turns, cfg.max_new_tokens)
+        max_completion = cfg.max_completion_length
+    else:
+        dataset = build_single_turn_dataset(cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs)
+        reward_funcs = [to_trl(t) for t in terms]
+        reward_weights = [DEFAULT_WEIGHTS[t] for t in terms]
+        rollout = None
+        max_completion = cfg.max_new_tokens
+    args = GRPOConfig(
+        output_dir=str(run / "checkpoints"),
+        seed=cfg.seed,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_generations=cfg.num_generations,
+        num_iterations=cfg.num_iterations,
+        epsilon=cfg.epsilon,
+        beta=cfg.beta,
+        learning_rate=cfg.learning_rate,
+        temperature=cfg.temperature,
+        max_completion_length=max_completion,
+        reward_weights=reward_weights,
+        bf16=cfg.dtype == "bfloat16",
+        save_steps=cfg.save_steps,
+        save_total_limit=3,
+        logging_steps=cfg.logging_steps,
+        report_to=["tensorboard"],
+        use_cpu=not _has_accelerator(),
+        gradient_checkpointing=False,
+    )
+    return GRPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        reward_funcs=reward_funcs,
+        rollout_func=rollout,
+        peft_config=peft_config,
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool = False) -> Path:
+    """Train (or, with ``resume``, continue) a run; returns its folder.
+
+    Raises:
+        LMConfigError: Invalid configuration, or nothing to resume.
+    """
+    cfg.validate()
+    dialog_env.ENV_IDS  # noqa: B018 - registers the environments
+    run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg)
+    if resume:
+        if not any((run / "checkpoints").glob("checkpoint-*")):
+            raise LMConfigError(f"{run}: no checkpoint to resume from (checkpoints/checkpoint-<step>)")
+    else:
+        if (run / "config.yaml").exists():
+            raise LMConfigError(f"{run}: a run already exists here; resume it with --resume")
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    trainer = build_trainer(cfg, run)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    save_final(trainer, run / "final_model")
+    return run
+
+
+def save_final(trainer: Any, folder: Path) -> Path:
+    """Save the trained policy (LoRA merged in) and tokenizer as a plain model folder, atomically."""
+    import shutil
+    import tempfile
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        trainer.processing_class.save_pretrained(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def resume_lm(run_dir: str | Path, max_steps: int | None = None) -> Path:
+    """Continue a run from its last checkpoint (optionally to a new ``max_steps``)."""
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise LMConfigError(f"{run}: not a run folder (no config.yaml)")
+    cfg = LMTrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
+    if max_steps is not None:
+        cfg.max_steps = max_steps
+    return train_lm(cfg, run_dir=run, resume=True)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Command line of ``scripts/train_lm.py`` / ``dialog-env train lm``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Train an LM policy on PersonaRecText-v0 with TRL's GRPOTrainer.")
+    build_lm_parser(p)
+    return run_lm_from_args(p.parse_args(argv))
+
+
+def build_lm_parser(p: Any) -> Any:
+    """Add the LM training arguments to a parser."""
+    add_dataclass_arguments(p, LMTrainConfig)
+    p.add_argument("--config", default=None, help="YAML file of LMTrainConfig fields; flags override it")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    p.add_argument("--run-dir", default=None, help="exact run folder (default: <run-root>/<run name>)")
+    return p
+
+
+def run_lm_from_args(args: Any) -> Path:
+    """Shared by the script and the CLI."""
+    if args.resume:
+        run = resume_lm(args.resume, max_steps=args.max_steps)
+    else:
+        cfg = LMTrainConfig(**dataclass_values(LMTrainConfig, args, LMConfigError))
+        cfg.validate()
+        run = train_lm(cfg, run_dir=args.run_dir)
+    print(f"run folder: {run} (final_model/, checkpoints/, tb/)")
+    print(f"evaluate with: dialog-env eval --agents lm:{run / 'final_model'}")
+    return run

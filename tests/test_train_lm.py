@@ -1,0 +1,97 @@
+"""scripts/train_lm.py as a subprocess on a tiny random model: both modes, resume, errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.lm_fixtures import build_tiny_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--tasks", "4", "--num-generations", "2", "--per-device-train-batch-size", "4", "--max-new-tokens", "6"]
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return str(build_tiny_lm(tmp_path_factory.mktemp("tiny_train")))
+
+
+def run(*args):
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_lm.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def global_step(run_dir, step):
+    return json.loads((run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())[
+        "global_step"
+    ]
+
+
+def test_multi_turn_training_writes_a_run_and_resumes(tiny_path, tmp_path):
+    run_dir = tmp_path / "run"
+    r = run(
+        "--model",
+        tiny_path,
+        *SMALL,
+        "--max-turns",
+        "2",
+        "--max-steps",
+        "2",
+        "--save-steps",
+        "1",
+        "--run-dir",
+        str(run_dir),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["mode"] == "multi"
+    assert (run_dir / "final_model" / "config.json").is_file()  # LoRA merged: a plain model folder
+    assert any((run_dir / "tb").iterdir())
+    assert global_step(run_dir, 2) == 2
+    r = run("--resume", str(run_dir), "--max-steps", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert global_step(run_dir, 3) == 3  # continued from checkpoint-2, not from scratch
+    cmd = [
+        sys.executable,
+        "-m",
+        "dialog_env.cli",
+        "eval",
+        "--agents",
+        f"lm:{run_dir / 'final_model'}",
+        "--episodes",
+        "2",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "final_model" in r.stdout
+
+
+def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_path):
+    run_dir = tmp_path / "run"
+    r = run("--model", tiny_path, "--mode", "single", *SMALL, "--max-steps", "1", "--run-dir", str(run_dir))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rewards/persona_consistency/mean" in r.stdout + r.stderr
+    assert (run_dir / "final_model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--mode", "offline"], "mode: expected one of ['multi', 'single']"),
+        (["--num-generations", "3", "--per-device-train-batch-size", "4"], "must be a multiple of num_generations"),
+        (["--num-generations", "1"], "at least 2 rollouts"),
+        (["--split", "dev"], "unknown split 'dev'"),
+        (["--dtype", "float64"], "dtype: expected float32 or bfloat16"),
+    ],
+)
+def test_bad_arguments(tmp_path, args, needle):
+    r = run(*args, "--run-dir", str(tmp_path / "r"))
+    assert r.returncode == 2 and needle in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_without_a_run(tmp_path):
+    r = run("--resume", str(tmp_path))
+    assert r.returncode == 2 and "not a run folder" in r.stderr
