@@ -68,7 +68,8 @@ class LMAgent:
         do_sample: Sample instead of greedy decoding.
         temperature: Sampling temperature.
         top_p: Nucleus mass.
-        summary: Put the tracker's summary of known facts in the prompt.
+        summary: Put the tracker's summary of known facts in the prompt (off by default, as in
+            training rollouts, whose system prompt cannot change mid-sequence).
         dtype: ``float32``, ``bfloat16`` or ``float16``.
         seed: Seed of sampling (each turn uses ``seed`` plus the turn index).
     """
@@ -83,7 +84,7 @@ class LMAgent:
         do_sample: bool = False,
         temperature: float = 0.7,
         top_p: float = 0.95,
-        summary: bool = True,
+        summary: bool = False,
         dtype: str = "float32",
         seed: int = 0,
     ) -> None:
