@@ -34,7 +34,7 @@ import yaml
 import dialog_env
 from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
 from dialog_env.io import atomic_write_text
-from dialog_env.lm import DEFAULT_MODEL, resolve_model_path
+from dialog_env.lm import DEFAULT_MODEL, resolve_model_path, save_pretrained_atomic
 from dialog_env.persona import SPLITS
 
 MODES = ("multi", "single")
@@ -278,23 +278,10 @@ def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool
 
 def save_final(trainer: Any, folder: Path) -> Path:
     """Save the trained policy (LoRA merged in) and tokenizer as a plain model folder, atomically."""
-    import shutil
-    import tempfile
-
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp)
-        trainer.processing_class.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return save_pretrained_atomic(model, trainer.processing_class, folder)
 
 
 def resume_lm(run_dir: str | Path, max_steps: int | None = None) -> Path:

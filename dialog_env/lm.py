@@ -62,8 +62,7 @@ def _default_cache_folder() -> Path:
 def convert_default_model(force: bool = False) -> Path:
     """Convert the embedded GGUF to a ``save_pretrained`` folder in the cache (once) and return it.
 
-    The folder is written under a temporary name and renamed, so an interrupted conversion never
-    leaves a half-written model behind.
+    The folder is written atomically (:func:`save_pretrained_atomic`).
     """
     target = _default_cache_folder()
     if target.is_dir() and (target / "config.json").is_file() and not force:
@@ -77,17 +76,25 @@ def convert_default_model(force: bool = False) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    return save_pretrained_atomic(model, tokenizer, target)
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, folder: Path) -> Path:
+    """Save model and tokenizer into ``folder`` through a temporary folder and a rename.
+
+    An interrupted save never leaves a half-written model; an older folder is replaced.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return folder
 
 
 def resolve_model_path(model: str) -> str:

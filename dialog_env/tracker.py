@@ -65,7 +65,6 @@ class DialogueStateTracker:
         self.mode = mode
         self.nlu = UserNLU(lexicon or Lexicon(world))
         n_slots, n_items = len(world.slots), len(world.items)
-        self._slot_of_value = np.repeat(np.arange(n_slots), [len(s.values) for s in world.slots])
         self._slot_index = {s.name: s.index for s in world.slots}
         self._value_index = {(v.slot, v.id): v.index for v in world.values}
         self._item_index = {it.id: it.index for it in world.items}

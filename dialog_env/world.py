@@ -118,11 +118,6 @@ class Item:
     appeals: Mapping[str, frozenset[str]]
     index: int
 
-    @functools.cached_property
-    def constrained_slots(self) -> frozenset[str]:
-        """Every slot any constraint of the item mentions."""
-        return frozenset(self.requires) | frozenset(self.excludes) | frozenset(self.appeals)
-
     def violated_slots(self, values: Mapping[str, str]) -> list[str]:
         """Slots whose value in ``values`` breaks a hard constraint (unknown slots are skipped)."""
         bad = []
