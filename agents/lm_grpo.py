@@ -24,9 +24,9 @@ from typing import Any
 import gymnasium as gym
 
 import dialog_env  # noqa: F401 - registers the environments
-from agents.lm import system_prompt
+from agents.lm import prompt_messages
 from dialog_env.envs.core import PersonaRecCore
-from dialog_env.lm import GenerationConfig, generate_from_ids, render_ids
+from dialog_env.lm import GenerationConfig, IncrementalBatch, generate_from_ids, render_ids, user_turn_text
 
 TEXT_ENV_ID = "dialog_env/PersonaRecText-v0"
 SEED_KEY = "dialog_env_seed"
@@ -38,10 +38,8 @@ def task_prompt(core: PersonaRecCore, seed: int) -> list[dict[str, Any]]:
     The first message carries the seed under :data:`SEED_KEY` (chat templates ignore unknown
     keys) so the rollout can rebuild the same dialogue: TRL hands ``rollout_func`` only prompts.
     """
-    return [
-        {"role": "system", "content": system_prompt(core, summary=False), SEED_KEY: seed},
-        *core.messages(),
-    ]
+    first, *rest = prompt_messages(core, summary=False)
+    return [{**first, SEED_KEY: seed}, *rest]
 
 
 def build_task_dataset(n: int, split: str = "train", seed: int = 0, env_kwargs: Mapping[str, Any] | None = None) -> Any:
@@ -101,24 +99,9 @@ class DialogueRollout:
             self._envs.append(gym.make(TEXT_ENV_ID, split=self.split, **self.env_kwargs))
         return self._envs[k]
 
-    @staticmethod
-    def _after_eos(tokenizer: Any) -> str:
-        """Text the chat template puts right after an assistant turn's end-of-sequence token."""
-        probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
-        text = tokenizer.apply_chat_template(probe, tokenize=False)
-        eos = tokenizer.eos_token
-        return text[text.rindex(eos) + len(eos) :] if eos and eos in text else ""
-
     def user_turn_text(self, tokenizer: Any, history: list[dict[str, Any]], user_text: str) -> str:
         """Template text between the agent's end-of-turn token and the next agent turn."""
-        before = tokenizer.apply_chat_template(history, tokenize=False)
-        after = tokenizer.apply_chat_template(
-            [*history, {"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
-        )
-        if not after.startswith(before):
-            raise ValueError("the chat template is not append-only; multi-turn rollouts need one that is")
-        # Our sequence stops at the agent's end-of-turn token; the template's text after it comes first.
-        return self._after_eos(tokenizer) + after[len(before) :]
+        return user_turn_text(tokenizer, history, user_text)
 
     def generation_config(self, trainer: Any) -> GenerationConfig:
         """Sampling options from the trainer's arguments (temperature, top_p)."""
@@ -154,8 +137,50 @@ class DialogueRollout:
         config: GenerationConfig,
         max_completion_tokens: int | None = None,
         generation_seed: int | None = None,
+        batch_size: int | None = None,
+        reuse_cache: bool = True,
     ) -> dict[str, list[Any]]:
-        """Play one dialogue per seed (the policy is ``model``); see the module docstring for the output."""
+        """Play one dialogue per seed (the policy is ``model``); see the module docstring for the output.
+
+        Args:
+            model: The policy.
+            tokenizer: Its tokenizer.
+            seeds: One env seed per dialogue.
+            config: Sampling options.
+            max_completion_tokens: Cut each rollout's completion to this many tokens.
+            generation_seed: Seeds sampling (turn ``t`` of a batch uses ``generation_seed + t``).
+            batch_size: Dialogues per batch (default: all at once).
+            reuse_cache: Keep each dialogue's KV cache between turns (:class:`IncrementalBatch`), so a
+                turn encodes only its new tokens; False re-encodes the whole sequence every turn.
+        """
+        size = batch_size or len(seeds)
+        if size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        out: dict[str, list[Any]] = {}
+        for start in range(0, len(seeds), size):
+            part = self._rollout_batch(
+                model,
+                tokenizer,
+                seeds[start : start + size],
+                config,
+                max_completion_tokens,
+                generation_seed,
+                reuse_cache,
+            )
+            for key, values in part.items():
+                out[key] = values if values is None else [*out.get(key, []), *values]
+        return out
+
+    def _rollout_batch(
+        self,
+        model: Any,
+        tokenizer: Any,
+        seeds: Sequence[int],
+        config: GenerationConfig,
+        max_completion_tokens: int | None,
+        generation_seed: int | None,
+        reuse_cache: bool,
+    ) -> dict[str, list[Any]]:
         n = len(seeds)
         envs = [self._env(k) for k in range(n)]
         cores = [e.unwrapped for e in envs]
@@ -163,7 +188,7 @@ class DialogueRollout:
         prompt_ids: list[list[int]] = []
         for env, core, seed in zip(envs, cores, seeds, strict=True):
             env.reset(seed=seed)
-            history = [{"role": "system", "content": system_prompt(core, summary=False)}, *core.messages()]
+            history = prompt_messages(core, summary=False)
             histories.append(history)
             prompt_ids.append(render_ids(tokenizer, history))
         completion: list[list[int]] = [[] for _ in range(n)]
@@ -173,23 +198,24 @@ class DialogueRollout:
         contexts: list[list[Any]] = [[] for _ in range(n)]
         eos = tokenizer.eos_token_id
         active = list(range(n))
+        batch = IncrementalBatch(model, tokenizer, prompt_ids) if reuse_cache else None
         for turn in range(self.max_turns):
             if not active:
                 break
-            new = generate_from_ids(
-                model,
-                tokenizer,
-                [prompt_ids[k] + completion[k] for k in active],
-                config,
-                seed=None if generation_seed is None else generation_seed + turn,
-            )
-            still = []
-            for k, tokens in zip(active, new, strict=True):
+            seed = None if generation_seed is None else generation_seed + turn
+            if batch is not None:
+                new = batch.generate(config, seed)
+            else:
+                new = generate_from_ids(model, tokenizer, [prompt_ids[k] + completion[k] for k in active], config, seed)
+            still, appended = [], []
+            for row, (k, tokens) in enumerate(zip(active, new, strict=True)):
                 text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 completion[k] += tokens
                 mask[k] += [1] * len(tokens)
+                closing = []
                 if not tokens or tokens[-1] != eos:  # cut by the token cap: close the turn as the template would
-                    completion[k].append(eos)
+                    closing = [eos]
+                    completion[k] += closing
                     mask[k].append(0)
                 _, reward, terminated, truncated, info = envs[k].step(text)
                 returns[k] += reward
@@ -206,6 +232,10 @@ class DialogueRollout:
                 completion[k] += user_ids
                 mask[k] += [0] * len(user_ids)
                 still.append(k)
+                appended.append((row, closing + user_ids))
+            if batch is not None and still:
+                batch.keep([row for row, _ in appended])
+                batch.append([ids for _, ids in appended])
             active = still
         if max_completion_tokens is not None:
             completion = [c[:max_completion_tokens] for c in completion]

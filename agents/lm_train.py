@@ -90,7 +90,7 @@ class LMTrainConfig:
     """tokens per agent turn"""
     max_completion_length: int = 512
     """tokens per rollout, agent and user turns together (multi mode)"""
-    temperature: float = 1.0
+    temperature: float = 0.7
     """sampling temperature of rollouts"""
     noise: float = 0.0
     """semantic error rate of the user channel"""
@@ -100,6 +100,8 @@ class LMTrainConfig:
     """checkpoint every this many steps"""
     logging_steps: int = 1
     """log every this many steps"""
+    time_limit_min: float = 0.0
+    """stop after this many minutes of training (checkpoint and final model still saved); 0: no limit"""
 
     def validate(self) -> None:
         """Raise :class:`LMConfigError` naming the field and the allowed values."""
@@ -122,6 +124,10 @@ class LMTrainConfig:
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
                 f"num_generations ({self.num_generations})"
             )
+        if not self.time_limit_min >= 0:
+            raise LMConfigError(f"time_limit_min: expected minutes >= 0 (0: no limit), got {self.time_limit_min!r}")
+        if not self.temperature > 0:
+            raise LMConfigError(f"temperature: GRPO samples its rollouts; expected > 0, got {self.temperature!r}")
         if not 0.0 <= self.noise < 1.0:
             raise LMConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
 
@@ -147,7 +153,7 @@ def build_single_turn_dataset(
     from datasets import Dataset
 
     from agents import make_agent
-    from agents.lm import system_prompt
+    from agents.lm import prompt_messages
 
     env = gym.make("dialog_env/PersonaRecText-v0", split=split, **dict(env_kwargs or {}))
     core = env.unwrapped
@@ -162,7 +168,7 @@ def build_single_turn_dataset(
             if terminated or truncated:
                 env.reset(seed=s)  # keep the context live: fall back to the opening
                 break
-        prompt = [{"role": "system", "content": system_prompt(core, summary=False)}, *core.messages()]
+        prompt = prompt_messages(core, summary=False)
         rows.append({"prompt": prompt, "dialog_state": json.dumps(core.dialog_state())})
     env.close()
     return Dataset.from_list(rows)
@@ -244,7 +250,29 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         reward_funcs=reward_funcs,
         rollout_func=rollout,
         peft_config=peft_config,
+        callbacks=[time_limit_callback(cfg.time_limit_min)] if cfg.time_limit_min else None,
     )
+
+
+def time_limit_callback(minutes: float) -> Any:
+    """Trainer callback: stop (and save) once ``minutes`` of training have passed.
+
+    Wall-clock budgets ("what does an hour of training buy on this machine") are how LM runs are
+    compared; the step that crosses the limit finishes, then the trainer saves and stops.
+    """
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if time.monotonic() - self.start >= 60 * minutes:
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return TimeLimit()
 
 
 def _has_accelerator() -> bool:
@@ -273,7 +301,37 @@ def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool
     trainer = build_trainer(cfg, run)
     trainer.train(resume_from_checkpoint=True if resume else None)
     save_final(trainer, run / "final_model")
+    log = [entry for entry in trainer.state.log_history if "reward" in entry]
+    if log:
+        atomic_write_text(run / "train_log.json", json.dumps(log, indent=1))
+        plot_lm_curve(log, run / "learning_curve.png")
     return run
+
+
+def plot_lm_curve(log: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Training curve of a GRPO run: mean rollout return and persona-consistency per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e["step"] for e in log]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    panels = [("reward", "return (env_return)"), ("rewards/persona_consistency/mean", "persona consistency (sum)")]
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        ys = [e.get(key, float("nan")) for e in log]
+        ax.plot(steps, ys, lw=0.8, alpha=0.4, color="C0")
+        k = max(1, len(ys) // 10)
+        smooth = [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
+        ax.plot(steps, smooth, lw=2, color="C0", label=f"moving mean ({k} steps)")
+        ax.set(title=title, xlabel="GRPO step")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def save_final(trainer: Any, folder: Path) -> Path:

@@ -196,6 +196,33 @@ def generate_batch(
     return texts, prompt_ids, completion_ids
 
 
+def after_eos_text(tokenizer: Any) -> str:
+    """Text the chat template puts right after an assistant turn's end-of-sequence token."""
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    eos = tokenizer.eos_token
+    return text[text.rindex(eos) + len(eos) :] if eos and eos in text else ""
+
+
+def user_turn_text(tokenizer: Any, history: Sequence[dict[str, Any]], user_text: str) -> str:
+    """Template text from the agent's end-of-turn token to the start of its next turn.
+
+    ``history`` ends with the agent's turn; the text holds the user's reply and the template's
+    tokens around it, so appending its ids to a sequence that stops at the agent's end-of-turn
+    token gives exactly the rendered chat.
+
+    Raises:
+        ValueError: The chat template is not append-only (multi-turn token streams need one that is).
+    """
+    before = tokenizer.apply_chat_template(list(history), tokenize=False)
+    after = tokenizer.apply_chat_template(
+        [*history, {"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
+    )
+    if not after.startswith(before):
+        raise ValueError("the chat template is not append-only; multi-turn rollouts need one that is")
+    return after_eos_text(tokenizer) + after[len(before) :]
+
+
 def render_ids(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
     """Token ids of a chat rendered with the tokenizer's template."""
     text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
@@ -224,28 +251,359 @@ def generate_from_ids(
     attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=model.device)
     if seed is not None:
         torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=input_ids, attention_mask=attention, pad_token_id=pad, **_sampling_kwargs(config)
+        )
+    eos = set(_eos_ids(model, tokenizer))
+    return [_cut_at_eos(row, eos) for row in out[:, width:].tolist()]
+
+
+class IncrementalBatch:
+    """Many token sequences decoded together, their KV cache kept from one turn to the next.
+
+    A multi-turn rollout only ever appends to each dialogue's token sequence (the agent's reply,
+    then the user's turn and the template tokens around it), so nothing already seen needs to be
+    encoded again: each :meth:`generate` feeds the model only the tokens that are new since the
+    last call. Every block of tokens (prompt, reply, user turn) is left-padded to the widest row,
+    so rows carry masked holes; positions come from the attention mask, so a row's tokens get the
+    positions they would have alone and greedy decoding gives the same tokens as one row at a time.
+
+    Rows that start with the same long prefix (the system prompt of a catalog, or the prompt of a
+    GRPO group, which all its rollouts share) have it encoded once per group and copied. The KV
+    cache grows in place with spare capacity instead of being re-concatenated at every token.
+    Finished dialogues leave the batch with :meth:`keep`.
+
+    Args:
+        model: A causal LM whose ``generate`` accepts ``past_key_values`` (any HF decoder).
+        tokenizer: Its tokenizer (see :func:`prepare_tokenizer`).
+        sequences: The starting token ids of each row.
+        min_shared: Shortest prefix worth encoding once for a group of rows (0: never share).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, sequences: Sequence[Sequence[int]], min_shared: int = 16):
+        import torch
+
+        if not sequences or min(len(s) for s in sequences) == 0:
+            raise ValueError("IncrementalBatch needs at least one non-empty sequence")
+        self.model, self.pad = model, tokenizer.pad_token_id
+        self.eos = set(_eos_ids(model, tokenizer))
+        dev = model.device
+        groups = _prefix_groups(sequences, min_shared) if min_shared > 0 else []
+        shared = [0] * len(sequences)
+        for rows, length in groups:
+            for r in rows:
+                shared[r] = length
+        self.cache = _growing_cache(model)
+        width_p = max(shared)
+        if width_p:
+            self._prefill_groups(sequences, groups, width_p)
+        rests = [list(s[k:]) for s, k in zip(sequences, shared, strict=True)]
+        width = max(len(r) for r in rests)
+        self.ids = torch.tensor(
+            [
+                [self.pad] * (width_p - k) + list(s[:k]) + [self.pad] * (width - len(r)) + r
+                for s, k, r in zip(sequences, shared, rests, strict=True)
+            ],
+            device=dev,
+        )
+        self.mask = torch.tensor(
+            [
+                [0] * (width_p - k) + [1] * k + [0] * (width - len(r)) + [1] * len(r)
+                for k, r in zip(shared, rests, strict=True)
+            ],
+            device=dev,
+        )
+
+    def _prefill_groups(
+        self, sequences: Sequence[Sequence[int]], groups: list[tuple[list[int], int]], width: int
+    ) -> None:
+        """Encode each group's shared prefix once; lay the results out as left-padded cache rows."""
+        import torch
+        from transformers import DynamicCache
+
+        n = len(sequences)
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        for rows, length in groups:
+            part = DynamicCache(config=self.model.config)
+            prefix = torch.tensor([list(sequences[rows[0]][:length])], device=self.model.device)
+            with torch.inference_mode():
+                self.model(input_ids=prefix, past_key_values=part, use_cache=True)
+            for i, layer in enumerate(part.layers):
+                if i == len(keys):
+                    shape = (n, *layer.keys.shape[1:-2], width, layer.keys.shape[-1])
+                    keys.append(layer.keys.new_zeros(shape))
+                    values.append(layer.values.new_zeros(shape))
+                for r in rows:
+                    keys[i][r, ..., width - length :, :] = layer.keys[0]
+                    values[i][r, ..., width - length :, :] = layer.values[0]
+        for layer, k, v in zip(self.cache.layers, keys, values, strict=True):
+            layer.update(k, v)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def append(self, tokens: Sequence[Sequence[int]]) -> None:
+        """Append tokens to every row (one list per row, in row order; lists may be empty)."""
+        import torch
+
+        if len(tokens) != len(self):
+            raise ValueError(f"append needs one token list per row ({len(self)}), got {len(tokens)}")
+        width = max(len(t) for t in tokens)
+        if width == 0:
+            return
+        dev = self.ids.device
+        block = torch.tensor([[self.pad] * (width - len(t)) + list(t) for t in tokens], device=dev)
+        mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=dev)
+        self.ids = torch.cat([self.ids, block], dim=1)
+        self.mask = torch.cat([self.mask, mask.to(self.mask.dtype)], dim=1)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only these rows (by current index, in this order); the others leave the batch."""
+        import torch
+
+        if list(rows) == list(range(len(self))):
+            return
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.ids.device)
+        self.ids, self.mask = self.ids[index], self.mask[index]
+        self.cache.batch_select_indices(index)
+        self._compact()
+
+    def _compact(self, min_dead: int = 32, fraction: float = 0.25) -> None:
+        """Drop cached columns no row attends to any more (left by rows that left the batch).
+
+        Without this a long evaluation, whose rows come and go, would carry every past dialogue's
+        width. Positions come from the mask, so removing all-masked columns changes nothing else.
+        """
+        cached = self.cache.get_seq_length()
+        live = self.mask[:, :cached].any(dim=0)
+        dead = cached - int(live.sum())
+        if dead < max(min_dead, fraction * cached):
+            return
+        keep = live.nonzero().squeeze(1)
+        tail = self.ids.shape[1] - cached
+        cols = _cat_range(keep, cached, tail)
+        self.ids, self.mask = self.ids[:, cols], self.mask[:, cols]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(-2, keep)
+            layer.values = layer.values.index_select(-2, keep)
+
+    def extend(self, sequences: Sequence[Sequence[int]], min_shared: int = 16) -> None:
+        """Add rows (new dialogues joining mid-way, as in an evaluation that refills finished slots).
+
+        The new rows' tokens, all but the last, are encoded now; then both batches are aligned on the
+        boundary between what is cached and what is not (masked columns where one is shorter) and
+        joined. The new rows come after the existing ones.
+        """
+        import torch
+
+        other = IncrementalBatch(self.model, _TokenizerIds(self.pad), sequences, min_shared=min_shared)
+        other.eos = self.eos
+        for batch in (self, other):
+            if batch is other or batch.cache.get_seq_length() == 0:
+                batch._encode_all_but_last()
+        a, b = self._split_cached(), other._split_cached()
+        cached, fresh = max(a[0], b[0]), max(a[1], b[1])
+        parts = [x._aligned(c, u, cached, fresh) for x, (c, u) in ((self, a), (other, b))]
+        self.ids = torch.cat([p[0] for p in parts], dim=0)
+        self.mask = torch.cat([p[1] for p in parts], dim=0)
+        for layer, ka, kb in zip(self.cache.layers, parts[0][2], parts[1][2], strict=True):
+            layer.keys = torch.cat([ka[0], kb[0]], dim=0)
+            layer.values = torch.cat([ka[1], kb[1]], dim=0)
+
+    def _encode_all_but_last(self) -> None:
+        """Run the model over the uncached tokens except each row's last, filling the cache."""
+        import torch
+
+        start, stop = self.cache.get_seq_length(), self.ids.shape[1] - 1
+        if stop <= start:
+            return
+        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            self.model(
+                input_ids=self.ids[:, start:stop],
+                attention_mask=self.mask[:, :stop],
+                position_ids=positions[:, start:stop],
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+
+    def _split_cached(self) -> tuple[int, int]:
+        cached = self.cache.get_seq_length()
+        return cached, self.ids.shape[1] - cached
+
+    def _aligned(self, cached: int, fresh: int, to_cached: int, to_fresh: int) -> tuple[Any, Any, list[Any]]:
+        """ids, mask and per-layer (keys, values) left-padded to ``to_cached`` cached + ``to_fresh`` new columns."""
+        import torch
+
+        n, dev = len(self), self.ids.device
+        pad_c, pad_f = to_cached - cached, to_fresh - fresh
+
+        def cols(k: int, value: int) -> Any:
+            return torch.full((n, k), value, dtype=self.ids.dtype, device=dev)
+
+        ids = torch.cat([cols(pad_c, self.pad), self.ids[:, :cached], cols(pad_f, self.pad), self.ids[:, cached:]], 1)
+        mask = torch.cat([cols(pad_c, 0), self.mask[:, :cached], cols(pad_f, 0), self.mask[:, cached:]], 1)
+        kv = []
+        for layer in self.cache.layers:
+            if cached == 0 or layer.keys is None or layer.keys.dim() < 3:
+                raise ValueError("extend needs both batches to have a filled KV cache")
+            zeros = layer.keys.new_zeros((*layer.keys.shape[:-2], pad_c, layer.keys.shape[-1]))
+            kv.append((torch.cat([zeros, layer.keys], dim=-2), torch.cat([zeros, layer.values], dim=-2)))
+        return ids, mask, kv
+
+    def generate(self, config: GenerationConfig | None = None, seed: int | None = None) -> list[list[int]]:
+        """Continue every row; the reply (up to and including its end-of-sequence token) stays in the rows.
+
+        Returns:
+            The new tokens of each row, as :func:`generate_from_ids` returns them.
+        """
+        import torch
+
+        config = config or GenerationConfig()
+        config.validate()
+        if seed is not None:
+            torch.manual_seed(seed)
+        width = self.ids.shape[1]
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=self.ids,
+                attention_mask=self.mask,
+                past_key_values=self.cache,
+                pad_token_id=self.pad,
+                **_sampling_kwargs(config),
+            )
+        completions = [_cut_at_eos(row, self.eos) for row in out[:, width:].tolist()]
+        reply_mask = [[1] * len(c) + [0] * (out.shape[1] - width - len(c)) for c in completions]
+        self.ids = out
+        self.mask = torch.cat([self.mask, torch.tensor(reply_mask, dtype=self.mask.dtype, device=out.device)], dim=1)
+        return completions
+
+
+def _cat_range(head: Any, start: int, length: int) -> Any:
+    """``head`` (column indices) followed by ``start .. start+length-1``."""
+    import torch
+
+    return torch.cat([head, torch.arange(start, start + length, device=head.device)])
+
+
+class _TokenizerIds:
+    """What :class:`IncrementalBatch` reads from a tokenizer, for batches built from another batch."""
+
+    eos_token_id = None
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+
+def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _prefix_groups(sequences: Sequence[Sequence[int]], min_shared: int) -> list[tuple[list[int], int]]:
+    """Groups of rows to encode a shared prefix once for, with that prefix's length.
+
+    Rows sorted by their tokens are split recursively where neighbours share least, whenever
+    splitting encodes fewer tokens in all (e.g. one group per catalog rather than one for the
+    instruction every prompt starts with). Each row keeps a token outside the prefix (the one fed
+    to the model next); prefixes shorter than ``min_shared`` are not shared.
+    """
+    order = sorted(range(len(sequences)), key=lambda r: list(sequences[r]))
+    lengths = [len(sequences[r]) - 1 for r in order]
+    common = [_common_prefix_length(sequences[a], sequences[b]) for a, b in zip(order, order[1:], strict=False)]
+
+    def split(lo: int, hi: int) -> tuple[int, list[tuple[list[int], int]]]:
+        """(tokens encoded, groups) for the sorted rows ``lo .. hi-1``, best of sharing or splitting."""
+        if hi - lo == 1:
+            return lengths[lo] + 1, []
+        shared = min(min(common[lo : hi - 1]), min(lengths[lo:hi]))
+        whole = shared + sum(lengths[r] + 1 - shared for r in range(lo, hi)) if shared >= min_shared else None
+        cut = min(common[lo : hi - 1])
+        bounds = [lo] + [i + 1 for i in range(lo, hi - 1) if common[i] == cut] + [hi]
+        cost, groups = 0, []
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            c, g = split(a, b)
+            cost, groups = cost + c, groups + g
+        if whole is not None and whole <= cost:
+            return whole, [([order[r] for r in range(lo, hi)], shared)]
+        return cost, groups
+
+    return split(0, len(order))[1]
+
+
+class _GrowingLayer:
+    """Mixin for a ``DynamicLayer``: appends in place into a buffer with spare capacity.
+
+    ``keys`` / ``values`` are views of the filled part, so attention reads only what is cached;
+    a new buffer (twice the size) is made only when one fills up or the batch changes.
+    """
+
+    _kbuf: Any = None
+    _vbuf: Any = None
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        old = self.keys.shape[-2] if self.keys.dim() == key_states.dim() else 0
+        new = old + key_states.shape[-2]
+        buf = self._kbuf
+        if (
+            buf is None
+            or buf.shape[-2] < new
+            or buf.shape[0] != key_states.shape[0]
+            or (old and self.keys.data_ptr() != buf.data_ptr())  # batch_select_indices made a new tensor
+        ):
+            shape = (*key_states.shape[:-2], max(2 * new, 256), key_states.shape[-1])
+            self._kbuf, self._vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
+            if old:
+                self._kbuf[..., :old, :] = self.keys
+                self._vbuf[..., :old, :] = self.values
+        self._kbuf[..., old:new, :] = key_states
+        self._vbuf[..., old:new, :] = value_states
+        self.keys, self.values = self._kbuf[..., :new, :], self._vbuf[..., :new, :]
+        return self.keys, self.values
+
+
+def _growing_cache(model: Any) -> Any:
+    """A ``DynamicCache`` for ``model`` whose plain full-attention layers grow in place."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(_GrowingLayer, DynamicLayer):
+        pass
+
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+def _sampling_kwargs(config: GenerationConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample}
     if config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=None)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    with torch.inference_mode():
-        out = model.generate(input_ids=input_ids, attention_mask=attention, pad_token_id=pad, **kwargs)
-    eos = set(_eos_ids(model, tokenizer))
-    completions = []
-    for row in out[:, width:].tolist():
-        comp = []
-        for tok in row:
-            comp.append(tok)
-            if tok in eos:
-                break
-        completions.append(comp)
-    return completions
+    return kwargs
+
+
+def _cut_at_eos(row: Sequence[int], eos: set[int]) -> list[int]:
+    comp = []
+    for tok in row:
+        comp.append(tok)
+        if tok in eos:
+            break
+    return comp
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     ids = model.generation_config.eos_token_id
-    ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+    ids = list(ids) if isinstance(ids, list) else [ids] if ids is not None else []
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return ids

@@ -1,9 +1,15 @@
 """LM rollout throughput: batched dialogues vs the naive loop, same model and settings, same run.
 
-Plays the same dialogues (greedy decoding, so both give identical transcripts) twice: the naive
-loop calls ``generate`` once per dialogue turn; the batched runner advances ``--batch`` dialogues
-per ``generate`` call (left padding, one KV cache per batch). Prints aggregate generated tokens/s,
-their ratio, and the fraction of this CPU's compute ceiling: a measured matmul rate divided by
+Plays the same dialogues of ``PersonaRecText-v0`` (greedy decoding, so every runner should give
+the same transcripts) with the multi-turn rollout used in GRPO training, three ways:
+
+- naive: one ``generate`` per dialogue turn, the whole sequence re-encoded each time;
+- padded batch: ``--batch`` dialogues per ``generate`` call (left padding), still re-encoding;
+- incremental batch (the default runner): ``--batch`` dialogues per call, each dialogue's KV cache
+  kept between turns, shared prompt prefixes encoded once (:class:`dialog_env.lm.IncrementalBatch`).
+
+Prints aggregate generated tokens/s (median, min-max over ``--repeats``), the ratios to the naive
+loop, and the fraction of this CPU's compute ceiling: a measured matmul rate divided by
 2 * parameters FLOPs per token.
 
     python scripts/bench_lm_rollout.py --batch 16 --turns 3 --max-new-tokens 32
@@ -19,34 +25,28 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import torch
 
-import dialog_env  # noqa: F401 - registers the envs
-from agents.lm import LMAgent
-from dialog_env.evaluation import run_episodes_batched
+from agents.lm import shared_lm
+from agents.lm_grpo import DialogueRollout
 from dialog_env.io import atomic_write_json
-from dialog_env.lm import generate_batch
+from dialog_env.lm import GenerationConfig
+
+RUNNERS = {
+    "naive": {"batch": 1, "reuse_cache": False},
+    "padded": {"reuse_cache": False},
+    "incremental": {"reuse_cache": True},
+}
 
 
-class TokenCounter:
-    """Wraps an LM agent and counts the tokens it generates."""
-
-    def __init__(self, agent: LMAgent) -> None:
-        self.agent, self.tokens = agent, 0
-        self.mode = "text"
-
-    def reset(self, env: gym.Env, seed: int | None = None) -> None:
-        """Reset the wrapped agent."""
-        self.agent.reset(env, seed)
-
-    def act_batch(self, cores: Sequence[Any]) -> list[str]:
-        """Generate for many dialogues; count the new tokens."""
-        texts, _, comps = generate_batch(
-            self.agent.model, self.agent.tokenizer, [self.agent.conversation(c) for c in cores], self.agent.config
-        )
-        self.tokens += sum(len(c) for c in comps)
-        return texts
+def play(rollout: DialogueRollout, lm: tuple[Any, Any], seeds: Sequence[int], batch: int, reuse: bool) -> dict:
+    """Play one dialogue per seed, ``batch`` at a time; generated tokens, seconds and completions."""
+    model, tokenizer = lm
+    config = GenerationConfig(max_new_tokens=rollout.max_new_tokens)
+    t0 = time.perf_counter()
+    out = rollout.rollout(model, tokenizer, seeds, config, batch_size=batch, reuse_cache=reuse)
+    seconds = time.perf_counter() - t0
+    return {"tokens": sum(sum(m) for m in out["env_mask"]), "seconds": seconds, "ids": out["completion_ids"]}
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
@@ -59,59 +59,62 @@ def matmul_rate(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def play(counter: TokenCounter, seeds: Sequence[int], batch: int, turns: int) -> tuple[int, float]:
-    """Play one dialogue per seed, ``batch`` at a time, each capped at ``turns`` agent turns."""
-    envs = [gym.make("dialog_env/PersonaRecText-v0", split="test", max_episode_steps=turns) for _ in range(batch)]
-    counter.tokens = 0
-    t0 = time.perf_counter()
-    run_episodes_batched(envs, counter, seeds)
-    return counter.tokens, time.perf_counter() - t0
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the figures (also written to ``--json``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--turns", type=int, default=3, help="agent turns per dialogue")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    agent = LMAgent(args.model, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
-    counter = TokenCounter(agent)
+    lm = shared_lm(args.model, args.dtype)
+    rollout = DialogueRollout(split="test", max_turns=args.turns, max_new_tokens=args.max_new_tokens)
     seeds = list(range(args.batch))
-    play(counter, seeds[:2], 2, 1)  # warm-up
-    naive, batched = [], []
-    for _ in range(args.repeats):
-        tok, dt = play(counter, seeds, 1, args.turns)
-        naive.append(tok / dt)
-        tok_b, dt_b = play(counter, seeds, args.batch, args.turns)
-        batched.append(tok_b / dt_b)
-        assert tok_b == tok, "greedy batched and naive dialogues must generate the same tokens"
-    params = sum(p.numel() for p in agent.model.parameters())
+    play(rollout, lm, seeds[:2], 2, True)  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in RUNNERS}
+    same: list[int] = []
+    for _ in range(args.repeats):  # interleaved, so load on the machine hits every runner alike
+        runs = {}
+        for name, opts in RUNNERS.items():
+            runs[name] = play(rollout, lm, seeds, opts.get("batch", args.batch), opts["reuse_cache"])
+            rates[name].append(runs[name]["tokens"] / runs[name]["seconds"])
+        same.append(sum(a == b for a, b in zip(runs["naive"]["ids"], runs["incremental"]["ids"], strict=True)))
+    params = sum(p.numel() for p in lm[0].parameters())
     rate = matmul_rate(getattr(torch, args.dtype))
     ceiling = rate / (2 * params)
-    med_n, med_b = statistics.median(naive), statistics.median(batched)
+    med = {name: statistics.median(v) for name, v in rates.items()}
     result = {
         "command": "python scripts/bench_lm_rollout.py " + " ".join(argv or []),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {args.threads}, {args.dtype}",
         "params": params,
-        "naive_tok_s": {"median": med_n, "min": min(naive), "max": max(naive)},
-        "batched_tok_s": {"median": med_b, "min": min(batched), "max": max(batched)},
-        "speedup": med_b / med_n,
+        "tok_s": {name: {"median": med[name], "min": min(v), "max": max(v)} for name, v in rates.items()},
+        "speedup": med["incremental"] / med["naive"],
+        "speedup_padded": med["padded"] / med["naive"],
+        "identical_dialogues": min(same),
         "matmul_gflops": rate / 1e9,
         "ceiling_tok_s": ceiling,
-        "batched_fraction_of_ceiling": med_b / ceiling,
+        "batched_fraction_of_ceiling": med["incremental"] / ceiling,
     }
     print(f"model {args.model} ({params / 1e6:.0f}M params, {args.dtype}), {args.batch} dialogues x {args.turns} turns")
-    print(f"naive loop (1 per generate): {med_n:7.1f} tok/s  (min {min(naive):.1f}, max {max(naive):.1f})")
-    print(f"batched ({args.batch} per generate): {med_b:7.1f} tok/s  (min {min(batched):.1f}, max {max(batched):.1f})")
-    print(f"speed-up: {med_b / med_n:.2f}x")
+    labels = {
+        "naive": "naive loop (1 generate per dialogue turn)",
+        "padded": f"padded batch ({args.batch} per generate, re-encoding)",
+        "incremental": f"incremental batch ({args.batch}, KV cache kept)",
+    }
+    for name, v in rates.items():
+        print(f"{labels[name]:<48} {med[name]:7.1f} tok/s  (min {min(v):.1f}, max {max(v):.1f})")
     print(
-        f"matmul {rate / 1e9:.0f} GFLOP/s -> ceiling {ceiling:.0f} tok/s; batched reaches {med_b / ceiling:.1%} of it"
+        f"speed-up over the naive loop: {result['speedup']:.2f}x (padded batch alone: {result['speedup_padded']:.2f}x)"
+    )
+    print(f"greedy dialogues identical to the naive loop's: {min(same)}/{len(seeds)}")
+    print(
+        f"matmul {rate / 1e9:.0f} GFLOP/s -> ceiling {ceiling:.0f} tok/s; incremental batch reaches "
+        f"{result['batched_fraction_of_ceiling']:.1%} of it"
     )
     if args.json:
         atomic_write_json(args.json, result)

@@ -81,12 +81,37 @@ def test_sampling_is_reproducible_under_a_seed(tiny):
 
 
 def test_lm_agent_batched_evaluation_equals_sequential(tiny):
-    seq_agent = LMAgent(tiny, max_new_tokens=8)
+    """Lockstep batches that refill finished slots (rows joining a cached batch) play what one
+    dialogue at a time plays, with and without the kept KV cache."""
     env = gym.make("dialog_env/PersonaRecText-v0", split="test")
-    sequential = [run_episode(env, seq_agent, s) for s in range(5)]
-    batched = evaluate(lambda: LMAgent(tiny, max_new_tokens=8), split="test", episodes=5, seed=0, batch_size=3)
-    assert [r.messages for r in batched] == [r.messages for r in sequential]
-    assert [r.return_ for r in batched] == [r.return_ for r in sequential]
+    for reuse in (True, False):
+        seq_agent = LMAgent(tiny, max_new_tokens=8, reuse_cache=reuse)
+        sequential = [run_episode(env, seq_agent, s) for s in range(7)]
+        batched = evaluate(
+            lambda reuse=reuse: LMAgent(tiny, max_new_tokens=8, reuse_cache=reuse),
+            split="test",
+            episodes=7,
+            seed=0,
+            batch_size=3,
+        )
+        assert [r.messages for r in batched] == [r.messages for r in sequential]
+        assert [r.return_ for r in batched] == [r.return_ for r in sequential]
+        assert len({r.turns for r in batched}) > 1  # dialogues of different lengths: slots were refilled mid-batch
+
+
+def test_lm_agent_continues_the_training_rollouts_token_stream(tiny):
+    """With the kept cache the agent plays exactly the dialogues of a greedy GRPO rollout."""
+    from agents.lm_grpo import DialogueRollout
+
+    model, tok = tiny
+    records = evaluate(lambda: LMAgent(tiny, max_new_tokens=8), split="test", episodes=4, seed=0, batch_size=4)
+    out = DialogueRollout(split="test", max_turns=100, max_new_tokens=8).rollout(
+        model, tok, [0, 1, 2, 3], GenerationConfig(max_new_tokens=8)
+    )
+    assert [r.return_ for r in records] == out["env_return"]
+    for record, transcript in zip(records, out["transcript"], strict=True):
+        played = transcript[len(transcript) - len(record.messages) + 1 :]  # the rollout stops before the last reply
+        assert played == record.messages[:-1]
 
 
 def test_lm_agent_via_registry_and_text_mode(tiny_path):

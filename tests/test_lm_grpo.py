@@ -2,15 +2,18 @@
 
 import os
 
+import gymnasium as gym
 import pytest
 import torch
 
+from agents.lm import example_exchange
 from agents.lm_grpo import SEED_KEY, DialogueRollout, build_task_dataset, env_return
 from dialog_env.lm import GenerationConfig, load_lm, render_ids
 from rewards import DEFAULT_WEIGHTS, to_trl
 from tests.lm_fixtures import build_tiny_lm
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+EXAMPLE = len(example_exchange(gym.make("dialog_env/PersonaRecText-v0").unwrapped))
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,11 @@ def segments(ids, mask):
         else:
             out.append((m, [i]))
     return out
+
+
+def dialogue(transcript):
+    """The env's dialogue: the transcript after the system message and the prompt's worked example."""
+    return transcript[1 + EXAMPLE :]
 
 
 def play(tiny, seeds, sample=True, seed=0, turns=3):
@@ -59,8 +67,8 @@ def test_loss_mask_covers_exactly_the_agent_tokens(tiny):
     model, tok = tiny
     out = play(tiny, [1, 2])
     for ids, mask, transcript in zip(out["completion_ids"], out["env_mask"], out["transcript"], strict=True):
-        agent_turns = [m["content"] for m in transcript if m["role"] == "assistant"]
-        user_turns = [m["content"] for m in transcript if m["role"] == "user"][1:]  # the opening is in the prompt
+        agent_turns = [m["content"] for m in dialogue(transcript) if m["role"] == "assistant"]
+        user_turns = [m["content"] for m in dialogue(transcript) if m["role"] == "user"][1:]  # opening: in the prompt
         segs = segments(ids, mask)
         trained = [tok.decode(s, skip_special_tokens=True).strip() for m, s in segs if m == 1]
         assert trained == agent_turns
@@ -86,6 +94,67 @@ def test_rollouts_are_reproducible(tiny):
     assert a["completion_ids"] == b["completion_ids"] and a["env_return"] == b["env_return"]
     c, d = play(tiny, [0, 1], seed=7), play(tiny, [0, 1], seed=7)
     assert c["completion_ids"] == d["completion_ids"]
+
+
+def test_kv_cache_reuse_gives_the_same_dialogues_as_re_encoding(tiny):
+    """Greedy: the incremental batch (KV cache kept, shared prefixes, finished rows dropped) plays
+    exactly what re-encoding every turn and one dialogue at a time play."""
+    model, tok = tiny
+    rollout = DialogueRollout(max_turns=4, max_new_tokens=5)
+    cfg = GenerationConfig(max_new_tokens=5)
+    seeds = [0, 0, 1, 2, 3, 4, 5, 5]  # repeated seeds: GRPO groups share their whole prompt
+    cached = rollout.rollout(model, tok, seeds, cfg)
+    naive = rollout.rollout(model, tok, seeds, cfg, batch_size=1, reuse_cache=False)
+    chunked = rollout.rollout(model, tok, seeds, cfg, batch_size=3)
+    for key in ("prompt_ids", "completion_ids", "env_mask", "env_return", "transcript"):
+        assert cached[key] == naive[key] == chunked[key], key
+    turns = [sum(m["role"] == "assistant" for m in dialogue(t)) for t in cached["transcript"]]
+    assert len(set(turns)) > 1 or max(turns) == 4  # some dialogues ended early and left the batch
+    with pytest.raises(ValueError, match="batch_size"):
+        rollout.rollout(model, tok, seeds, cfg, batch_size=-1)
+
+
+def test_incremental_batch_shares_prefixes_and_grows_in_place(tiny):
+    from dialog_env.lm import IncrementalBatch, _prefix_groups
+
+    model, tok = tiny
+    a, b = list(range(10, 40)), list(range(10, 30)) + [5, 6, 7]
+    c = [1, 2, 3]
+    # identical rows share all but the token fed next; a third row joins when that encodes fewer tokens
+    assert _prefix_groups([a, a, c], min_shared=16) == [([0, 1], 29)]
+    assert _prefix_groups([a, a, b, c], min_shared=16) == [([2, 0, 1], 20)]  # 20 + 3 + 10 + 10 < 23 + 29 + 1 + 1
+    assert _prefix_groups([a, a, b, c], min_shared=21) == [([0, 1], 29)]
+    assert _prefix_groups([a, c], min_shared=1) == []
+    batch = IncrementalBatch(model, tok, [a, a, b, c])
+    first = batch.generate(GenerationConfig(max_new_tokens=4))
+    assert first[0] == first[1]
+    layer = batch.cache.layers[0]
+    assert layer.keys.data_ptr() == layer._kbuf.data_ptr()  # a view of the growing buffer, not a fresh concat
+    batch.keep([3, 0])
+    batch.append([[4, 5], []])
+    assert len(batch) == 2 and batch.ids.shape[1] == batch.mask.shape[1]
+    with pytest.raises(ValueError, match="one token list per row"):
+        batch.append([[1]])
+    with pytest.raises(ValueError, match="non-empty"):
+        IncrementalBatch(model, tok, [[]])
+
+
+def test_incremental_batch_rows_leave_and_join_without_changing_their_continuations(tiny):
+    """Rows leaving (and their columns compacted away) or joining mid-way continue exactly as alone."""
+    from dialog_env.lm import IncrementalBatch, generate_from_ids
+
+    model, tok = tiny
+    cfg = GenerationConfig(max_new_tokens=4)
+    long, short, late = list(range(10, 110)), [7, 8, 9], list(range(20, 60))
+    batch = IncrementalBatch(model, tok, [long, short])
+    first = batch.generate(cfg)
+    width = batch.ids.shape[1]
+    batch.keep([1])  # the long row leaves: its columns are dropped
+    assert batch.ids.shape[1] < width - 50 and batch.cache.get_seq_length() < width - 50
+    batch.append([[11, 12]])
+    batch.extend([late])
+    seqs = [short + first[1] + [11, 12], late]
+    assert batch.generate(cfg) == generate_from_ids(model, tok, seqs, cfg)
 
 
 def test_task_dataset_carries_the_seed(tmp_path):

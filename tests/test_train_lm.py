@@ -50,6 +50,10 @@ def test_multi_turn_training_writes_a_run_and_resumes(tiny_path, tmp_path):
     assert (run_dir / "final_model" / "config.json").is_file()  # LoRA merged: a plain model folder
     assert any((run_dir / "tb").iterdir())
     assert global_step(run_dir, 2) == 2
+    curve = json.loads((run_dir / "train_log.json").read_text())
+    # rollout metrics are logged on the steps that generate (every num_iterations=2 steps)
+    assert [e["step"] for e in curve] == [1] and all("rewards/persona_consistency/mean" in e for e in curve)
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
     r = run("--resume", str(run_dir), "--max-steps", "3")
     assert r.returncode == 0, r.stderr[-3000:]
     assert global_step(run_dir, 3) == 3  # continued from checkpoint-2, not from scratch
@@ -84,12 +88,23 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
         (["--num-generations", "1"], "at least 2 rollouts"),
         (["--split", "dev"], "unknown split 'dev'"),
         (["--dtype", "float64"], "dtype: expected float32 or bfloat16"),
+        (["--time-limit-min", "-1"], "time_limit_min: expected minutes >= 0"),
+        (["--temperature", "0"], "temperature: GRPO samples its rollouts"),
     ],
 )
 def test_bad_arguments(tmp_path, args, needle):
     r = run(*args, "--run-dir", str(tmp_path / "r"))
     assert r.returncode == 2 and needle in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_time_limit_stops_and_saves(tiny_path, tmp_path):
+    run_dir = tmp_path / "run"
+    r = run("--model", tiny_path, *SMALL, "--max-turns", "1", "--max-steps", "50", "--save-steps", "100",
+            "--time-limit-min", "0.0001", "--run-dir", str(run_dir))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert global_step(run_dir, 1) == 1  # stopped after the first step, and saved it
+    assert (run_dir / "final_model" / "config.json").is_file()
 
 
 def test_resume_without_a_run(tmp_path):
