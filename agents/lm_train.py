@@ -290,21 +290,25 @@ def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool
     cfg.validate()
     dialog_env.ENV_IDS  # noqa: B018 - registers the environments
     run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg)
+    # Under `accelerate launch` every process runs this; only the main one checks and writes the folder.
+    main_process = int(os.environ.get("RANK", "0")) == 0
     if resume:
         if not any((run / "checkpoints").glob("checkpoint-*")):
             raise LMConfigError(f"{run}: no checkpoint to resume from (checkpoints/checkpoint-<step>)")
-    else:
+    elif main_process:
         if (run / "config.yaml").exists():
             raise LMConfigError(f"{run}: a run already exists here; resume it with --resume")
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     trainer = build_trainer(cfg, run)
     trainer.train(resume_from_checkpoint=True if resume else None)
-    save_final(trainer, run / "final_model")
-    log = [entry for entry in trainer.state.log_history if "reward" in entry]
-    if log:
-        atomic_write_text(run / "train_log.json", json.dumps(log, indent=1))
-        plot_lm_curve(log, run / "learning_curve.png")
+    if trainer.accelerator.is_main_process:
+        save_final(trainer, run / "final_model")
+        log = [entry for entry in trainer.state.log_history if "reward" in entry]
+        if log:
+            atomic_write_text(run / "train_log.json", json.dumps(log, indent=1))
+            plot_lm_curve(log, run / "learning_curve.png")
+    trainer.accelerator.wait_for_everyone()
     return run
 
 
@@ -320,10 +324,11 @@ def plot_lm_curve(log: Sequence[dict[str, Any]], path: Path) -> Path:
     panels = [("reward", "return (env_return)"), ("rewards/persona_consistency/mean", "persona consistency (sum)")]
     for ax, (key, title) in zip(axes, panels, strict=True):
         ys = [e.get(key, float("nan")) for e in log]
-        ax.plot(steps, ys, lw=0.8, alpha=0.4, color="C0")
-        k = max(1, len(ys) // 10)
-        smooth = [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
-        ax.plot(steps, smooth, lw=2, color="C0", label=f"moving mean ({k} steps)")
+        ax.plot(steps, ys, "o-", lw=1, ms=3, color="C0", alpha=0.6 if len(ys) >= 20 else 1.0, label="per rollout batch")
+        if len(ys) >= 20:
+            k = len(ys) // 10
+            smooth = [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
+            ax.plot(steps, smooth, lw=2, color="C1", label=f"moving mean ({k} batches)")
         ax.set(title=title, xlabel="GRPO step")
         ax.legend(loc="lower right")
     fig.tight_layout()

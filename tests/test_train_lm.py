@@ -1,6 +1,7 @@
 """scripts/train_lm.py as a subprocess on a tiny random model: both modes, resume, errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,23 @@ def test_time_limit_stops_and_saves(tiny_path, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert global_step(run_dir, 1) == 1  # stopped after the first step, and saved it
     assert (run_dir / "final_model" / "config.json").is_file()
+
+
+def test_runs_under_accelerate_launch_with_two_processes(tiny_path, tmp_path):
+    """The same script under `accelerate launch` with 2 processes (on this CPU machine: torch.distributed over
+    gloo, the path multi-GPU runs take with NCCL): data-parallel GRPO writing one run folder."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "scripts" / "train_lm.py"),
+           "--model", tiny_path, *SMALL, "--per-device-train-batch-size", "2", "--max-turns", "2", "--max-steps", "2",
+           "--save-steps", "2", "--run-dir", str(run_dir)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("run folder:") == 2  # both processes trained to the end
+    assert global_step(run_dir, 2) == 2
+    assert (run_dir / "final_model" / "config.json").is_file() and (run_dir / "train_log.json").is_file()
 
 
 def test_resume_without_a_run(tmp_path):
