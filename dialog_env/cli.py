@@ -69,6 +69,22 @@ def _env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world", default=None, help="world file (YAML/JSON); default: the shipped world")
     p.add_argument("--persona-file", default=None, help="JSONL personas to draw from instead of the split")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (episode i uses seed+i)")
+    p.add_argument(
+        "--max-turns",
+        type=_positive_int,
+        default=None,
+        help="truncate dialogues after this many agent turns (default: the user's patience ends them)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,6 +93,8 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["world"] = args.world
     if args.persona_file:
         kw["persona_file"] = args.persona_file
+    if getattr(args, "max_turns", None):
+        kw["max_episode_steps"] = args.max_turns
     return kw
 
 

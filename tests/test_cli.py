@@ -37,6 +37,17 @@ def test_eval_is_deterministic(tmp_path):
     assert a.returncode == 0 and a.stdout == b.stdout
 
 
+def test_eval_max_turns_truncates_dialogues(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(
+        "eval", "--agents", "ask_same_slot", "--episodes", "10", "--max-turns", "3", "--out", str(out), "--no-progress"
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "results.json").read_text())["results"]["ask_same_slot"]["turns"]["mean"] == 3.0
+    bad = run_cli("eval", "--agents", "rule", "--max-turns", "0")
+    assert bad.returncode == 2 and "--max-turns" in bad.stderr and "positive integer" in bad.stderr
+
+
 def test_simulate_prints_transcripts_with_reward_terms():
     r = run_cli("simulate", "--agent", "rule", "--episodes", "1", "--mode", "text", "--seed", "3")
     assert r.returncode == 0, r.stderr
