@@ -99,10 +99,6 @@ class DialogueRollout:
             self._envs.append(gym.make(TEXT_ENV_ID, split=self.split, **self.env_kwargs))
         return self._envs[k]
 
-    def user_turn_text(self, tokenizer: Any, history: list[dict[str, Any]], user_text: str) -> str:
-        """Template text between the agent's end-of-turn token and the next agent turn."""
-        return user_turn_text(tokenizer, history, user_text)
-
     def generation_config(self, trainer: Any) -> GenerationConfig:
         """Sampling options from the trainer's arguments (temperature, top_p)."""
         args = trainer.args
@@ -226,7 +222,7 @@ class DialogueRollout:
                 full = max_completion_tokens is not None and len(completion[k]) >= max_completion_tokens
                 if terminated or truncated or full or turn == self.max_turns - 1:
                     continue
-                user = self.user_turn_text(tokenizer, histories[k], info["user_text"])
+                user = user_turn_text(tokenizer, histories[k], info["user_text"])
                 user_ids = tokenizer(user, add_special_tokens=False)["input_ids"]
                 histories[k].append({"role": "user", "content": info["user_text"]})
                 completion[k] += user_ids

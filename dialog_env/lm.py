@@ -12,6 +12,7 @@ transformers as usual (which fails on a machine without access to the hub).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -196,8 +197,9 @@ def generate_batch(
     return texts, prompt_ids, completion_ids
 
 
+@functools.lru_cache(maxsize=8)
 def after_eos_text(tokenizer: Any) -> str:
-    """Text the chat template puts right after an assistant turn's end-of-sequence token."""
+    """Text the chat template puts right after an assistant turn's end-of-sequence token (once per tokenizer)."""
     probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
     text = tokenizer.apply_chat_template(probe, tokenize=False)
     eos = tokenizer.eos_token
@@ -245,10 +247,9 @@ def generate_from_ids(
 
     config = config or GenerationConfig()
     config.validate()
-    width = max(len(s) for s in sequences)
     pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in sequences], device=model.device)
-    attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=model.device)
+    input_ids, attention = _left_padded(sequences, pad, model.device)
+    width = input_ids.shape[1]
     if seed is not None:
         torch.manual_seed(seed)
     with torch.inference_mode():
@@ -282,12 +283,14 @@ class IncrementalBatch:
     """
 
     def __init__(self, model: Any, tokenizer: Any, sequences: Sequence[Sequence[int]], min_shared: int = 16):
+        self._start(model, tokenizer.pad_token_id, set(_eos_ids(model, tokenizer)), sequences, min_shared)
+
+    def _start(self, model: Any, pad: int, eos: set[int], sequences: Sequence[Sequence[int]], min_shared: int) -> None:
         import torch
 
         if not sequences or min(len(s) for s in sequences) == 0:
             raise ValueError("IncrementalBatch needs at least one non-empty sequence")
-        self.model, self.pad = model, tokenizer.pad_token_id
-        self.eos = set(_eos_ids(model, tokenizer))
+        self.model, self.pad, self.eos = model, pad, eos
         dev = model.device
         groups = _prefix_groups(sequences, min_shared) if min_shared > 0 else []
         shared = [0] * len(sequences)
@@ -298,22 +301,10 @@ class IncrementalBatch:
         width_p = max(shared)
         if width_p:
             self._prefill_groups(sequences, groups, width_p)
-        rests = [list(s[k:]) for s, k in zip(sequences, shared, strict=True)]
-        width = max(len(r) for r in rests)
-        self.ids = torch.tensor(
-            [
-                [self.pad] * (width_p - k) + list(s[:k]) + [self.pad] * (width - len(r)) + r
-                for s, k, r in zip(sequences, shared, rests, strict=True)
-            ],
-            device=dev,
-        )
-        self.mask = torch.tensor(
-            [
-                [0] * (width_p - k) + [1] * k + [0] * (width - len(r)) + [1] * len(r)
-                for k, r in zip(shared, rests, strict=True)
-            ],
-            device=dev,
-        )
+        heads, head_mask = _left_padded([s[:k] for s, k in zip(sequences, shared, strict=True)], self.pad, dev)
+        rests, rest_mask = _left_padded([s[k:] for s, k in zip(sequences, shared, strict=True)], self.pad, dev)
+        self.ids = torch.cat([heads, rests], dim=1)
+        self.mask = torch.cat([head_mask, rest_mask], dim=1)
 
     def _prefill_groups(
         self, sequences: Sequence[Sequence[int]], groups: list[tuple[list[int], int]], width: int
@@ -350,12 +341,9 @@ class IncrementalBatch:
 
         if len(tokens) != len(self):
             raise ValueError(f"append needs one token list per row ({len(self)}), got {len(tokens)}")
-        width = max(len(t) for t in tokens)
-        if width == 0:
+        if max(len(t) for t in tokens) == 0:
             return
-        dev = self.ids.device
-        block = torch.tensor([[self.pad] * (width - len(t)) + list(t) for t in tokens], device=dev)
-        mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=dev)
+        block, mask = _left_padded(tokens, self.pad, self.ids.device)
         self.ids = torch.cat([self.ids, block], dim=1)
         self.mask = torch.cat([self.mask, mask.to(self.mask.dtype)], dim=1)
 
@@ -398,11 +386,11 @@ class IncrementalBatch:
         """
         import torch
 
-        other = IncrementalBatch(self.model, _TokenizerIds(self.pad), sequences, min_shared=min_shared)
-        other.eos = self.eos
-        for batch in (self, other):
-            if batch is other or batch.cache.get_seq_length() == 0:
-                batch._encode_all_but_last()
+        other = IncrementalBatch.__new__(IncrementalBatch)
+        other._start(self.model, self.pad, self.eos, sequences, min_shared)
+        other._encode_all_but_last()
+        if self.cache.get_seq_length() == 0:
+            self._encode_all_but_last()
         a, b = self._split_cached(), other._split_cached()
         cached, fresh = max(a[0], b[0]), max(a[1], b[1])
         parts = [x._aligned(c, u, cached, fresh) for x, (c, u) in ((self, a), (other, b))]
@@ -489,13 +477,14 @@ def _cat_range(head: Any, start: int, length: int) -> Any:
     return torch.cat([head, torch.arange(start, start + length, device=head.device)])
 
 
-class _TokenizerIds:
-    """What :class:`IncrementalBatch` reads from a tokenizer, for batches built from another batch."""
+def _left_padded(rows: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[Any, Any]:
+    """``(ids, mask)`` tensors of token rows left-padded to the longest (width 0 when all are empty)."""
+    import torch
 
-    eos_token_id = None
-
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+    return ids.reshape(len(rows), width), mask.reshape(len(rows), width)
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -570,16 +559,22 @@ class _GrowingLayer:
         return self.keys, self.values
 
 
+@functools.cache
+def _growing_layer_class() -> type:
+    """``DynamicLayer`` with :class:`_GrowingLayer`'s in-place growth (made once, on first use)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return type("GrowingLayer", (_GrowingLayer, DynamicLayer), {})
+
+
 def _growing_cache(model: Any) -> Any:
     """A ``DynamicCache`` for ``model`` whose plain full-attention layers grow in place."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    class GrowingLayer(_GrowingLayer, DynamicLayer):
-        pass
-
+    growing = _growing_layer_class()
     cache = DynamicCache(config=model.config)
-    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [growing() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
 
