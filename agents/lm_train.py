@@ -84,6 +84,9 @@ class LMTrainConfig:
     """LoRA rank"""
     lora_alpha: int = 32
     """LoRA alpha"""
+    lora_layers: int = 0
+    """put LoRA adapters only on the top this many transformer blocks (the backward pass then stops there,
+    so steps are cheaper); 0: every block"""
     max_turns: int = 6
     """agent turns per dialogue (multi mode)"""
     max_new_tokens: int = 40
@@ -124,6 +127,8 @@ class LMTrainConfig:
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
                 f"num_generations ({self.num_generations})"
             )
+        if isinstance(self.lora_layers, bool) or not isinstance(self.lora_layers, int) or self.lora_layers < 0:
+            raise LMConfigError(f"lora_layers: expected an integer >= 0 (0: every block), got {self.lora_layers!r}")
         if not self.time_limit_min >= 0:
             raise LMConfigError(f"time_limit_min: expected minutes >= 0 (0: no limit), got {self.time_limit_min!r}")
         if not self.temperature > 0:
@@ -188,6 +193,35 @@ def _load_policy(cfg: LMTrainConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def lora_targets(model: Any, top_layers: int = 0) -> tuple[str | list[str], list[int] | None]:
+    """LoRA ``target_modules`` and ``layers_to_transform`` for every linear layer of the top blocks.
+
+    ``top_layers=0`` adapts every linear layer but the output head (peft's ``"all-linear"``). Otherwise
+    only the top ``top_layers`` transformer blocks get adapters: nothing below them needs a gradient, so
+    the backward pass stops at the lowest adapted block.
+
+    Raises:
+        LMConfigError: ``top_layers`` exceeds the model's number of blocks.
+    """
+    if not top_layers:
+        return "all-linear", None
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    n = int(model.config.num_hidden_layers)
+    if top_layers > n:
+        raise LMConfigError(f"lora_layers: the model has {n} transformer blocks, got {top_layers}")
+    head = model.get_output_embeddings()
+    names = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, Conv1D)) and module is not head
+        }
+    )
+    return names, list(range(n - top_layers, n))
+
+
 def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     """The configured ``GRPOTrainer`` for a run folder."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -202,8 +236,13 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     if cfg.lora:
         from peft import LoraConfig
 
+        targets, layers = lora_targets(model, cfg.lora_layers)
         peft_config = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            target_modules=targets,
+            layers_to_transform=layers,
+            task_type="CAUSAL_LM",
         )
     env_kwargs = {"noise": cfg.noise}
     terms = list(DEFAULT_WEIGHTS)

@@ -91,6 +91,7 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
         (["--dtype", "float64"], "dtype: expected float32 or bfloat16"),
         (["--time-limit-min", "-1"], "time_limit_min: expected minutes >= 0"),
         (["--temperature", "0"], "temperature: GRPO samples its rollouts"),
+        (["--lora-layers", "-1"], "lora_layers: expected an integer >= 0"),
     ],
 )
 def test_bad_arguments(tmp_path, args, needle):
@@ -128,3 +129,32 @@ def test_runs_under_accelerate_launch_with_two_processes(tiny_path, tmp_path):
 def test_resume_without_a_run(tmp_path):
     r = run("--resume", str(tmp_path))
     assert r.returncode == 2 and "not a run folder" in r.stderr
+
+
+def test_lora_layers_adapt_only_the_top_blocks_and_the_backward_stops_there(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from agents.lm_train import LMConfigError, lora_targets
+
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_lm(tmp_path / "m", layers=4))
+    assert lora_targets(model, 0) == ("all-linear", None)
+    with pytest.raises(LMConfigError, match="lora_layers: the model has 4 transformer blocks, got 5"):
+        lora_targets(model, 5)
+    targets, layers = lora_targets(model, 1)
+    assert layers == [3] and "q_proj" in targets and "down_proj" in targets and "lm_head" not in targets
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=targets, layers_to_transform=layers))
+    trained = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trained and all(".layers.3." in n and "lora_" in n for n in trained)
+    assert {n.split(".layers.3.")[1].split(".lora_")[0] for n in trained} >= {"self_attn.q_proj", "mlp.down_proj"}
+    seen = []
+
+    def record(i):
+        return lambda module, args, out: seen.append((i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+
+    for i, block in enumerate(peft_model.base_model.model.model.layers):
+        block.register_forward_hook(record(i))
+    peft_model(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
+    assert seen == [(0, False), (1, False), (2, False), (3, True)]
+    assert all(p.grad is not None for n, p in peft_model.named_parameters() if p.requires_grad)
