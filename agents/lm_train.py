@@ -363,8 +363,9 @@ def plot_lm_curve(log: Sequence[dict[str, Any]], path: Path) -> Path:
     panels = [("reward", "return (env_return)"), ("rewards/persona_consistency/mean", "persona consistency (sum)")]
     for ax, (key, title) in zip(axes, panels, strict=True):
         ys = [e.get(key, float("nan")) for e in log]
-        ax.plot(steps, ys, "o-", lw=1, ms=3, color="C0", alpha=0.6 if len(ys) >= 20 else 1.0, label="per rollout batch")
-        if len(ys) >= 20:
+        smoothed = len(ys) >= 20
+        ax.plot(steps, ys, "o-", lw=1, ms=3, color="C0", alpha=0.6 if smoothed else 1.0, label="per rollout batch")
+        if smoothed:
             k = len(ys) // 10
             smooth = [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
             ax.plot(steps, smooth, lw=2, color="C1", label=f"moving mean ({k} batches)")

@@ -71,20 +71,10 @@ def _env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="first episode seed (episode i uses seed+i)")
     p.add_argument(
         "--max-turns",
-        type=_positive_int,
+        type=_positive,
         default=None,
         help="truncate dialogues after this many agent turns (default: the user's patience ends them)",
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
