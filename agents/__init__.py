@@ -3,6 +3,7 @@
 from agents.base import AGENTS, Agent, make_agent, register_agent
 from agents.baselines import OracleAgent, RandomAgent, RuleAgent
 from agents.degenerate import AlwaysRecommendAgent, AskSameSlotAgent, ByeAgent
+from agents.planner import PlannerAgent
 
 __all__ = [
     "AGENTS",
@@ -11,6 +12,7 @@ __all__ = [
     "AskSameSlotAgent",
     "ByeAgent",
     "OracleAgent",
+    "PlannerAgent",
     "RandomAgent",
     "RuleAgent",
     "make_agent",

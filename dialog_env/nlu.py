@@ -243,7 +243,11 @@ class UserNLU:
                 elif sent.negate_start:
                     acts.append(DialogueAct(A.NEGATE, *confirming))
             if sent.decline_slots is not None:
-                acts.extend(DialogueAct(A.DECLINE, s) for s in (sent.decline_slots or asked[:1]))
+                # A refusal naming no slot answers the first question this turn has not answered yet
+                # (users answer several questions in the order they were asked).
+                answered = {a.slot for a in acts if a.intent in (A.INFORM, A.DECLINE)}
+                unanswered = [s for s in asked if s not in answered][:1] or list(asked[:1])
+                acts.extend(DialogueAct(A.DECLINE, s) for s in (sent.decline_slots or unanswered))
                 continue
             has_item = False
             for m in sent.mentions:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from gymnasium import spaces
 
+from dialog_env.acts import DialogueAct
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.nlu import AgentNLU
 
@@ -120,6 +122,10 @@ class PersonaRecTextEnv(PersonaRecCore):
     def act_to_text(self, action: int) -> str:
         """Render an act-table id (see ``PersonaRec-v0``) as an utterance, for act-level agents."""
         return self.agent_nlg.render((self.act_from_id(action),), self._agent_rng)
+
+    def acts_to_text(self, acts: Sequence[DialogueAct]) -> str:
+        """Render several agent acts as one utterance, in the world's varied phrasings."""
+        return self.agent_nlg.render(tuple(acts), self._agent_rng)
 
     def _observe(self) -> str:
         text = self.transcript()
