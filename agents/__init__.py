@@ -2,19 +2,33 @@
 
 from agents.base import AGENTS, Agent, make_agent, register_agent
 from agents.baselines import OracleAgent, RandomAgent, RuleAgent
-from agents.degenerate import AlwaysRecommendAgent, AskSameSlotAgent, ByeAgent
+from agents.degenerate import (
+    AlwaysRecommendAgent,
+    AskAllAgent,
+    AskSameSlotAgent,
+    ByeAgent,
+    GreetAgent,
+    NameAllAgent,
+    RuleRestateAgent,
+    SilentAgent,
+)
 from agents.planner import PlannerAgent
 
 __all__ = [
     "AGENTS",
     "AlwaysRecommendAgent",
     "Agent",
+    "AskAllAgent",
     "AskSameSlotAgent",
     "ByeAgent",
+    "GreetAgent",
+    "NameAllAgent",
     "OracleAgent",
     "PlannerAgent",
     "RandomAgent",
     "RuleAgent",
+    "RuleRestateAgent",
+    "SilentAgent",
     "make_agent",
     "register_agent",
 ]

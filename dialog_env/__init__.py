@@ -8,6 +8,9 @@ from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
+#: Default turn limit (the envs' ``max_turns``). The envs truncate themselves, without a registered
+#: ``TimeLimit``: the turn that reaches the limit is charged as a failed dialogue, which a wrapper
+#: would hide from the reward.
 MAX_EPISODE_STEPS = 20
 
 _ENVS = {
@@ -16,7 +19,7 @@ _ENVS = {
 }
 for _id, _entry in _ENVS.items():
     if _id not in registry:
-        register(id=_id, entry_point=_entry, max_episode_steps=MAX_EPISODE_STEPS)
+        register(id=_id, entry_point=_entry)
 
 ENV_IDS = tuple(_ENVS)
 __all__ = ["ENV_IDS", "MAX_EPISODE_STEPS", "__version__"]

@@ -84,7 +84,7 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.persona_file:
         kw["persona_file"] = args.persona_file
     if getattr(args, "max_turns", None):
-        kw["max_episode_steps"] = args.max_turns
+        kw["max_turns"] = args.max_turns
     return kw
 
 

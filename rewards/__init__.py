@@ -5,7 +5,15 @@ in the ``dialog_env.rewards`` group (see docs/REWARDS.md).
 """
 
 from rewards.base import Reward, RewardError, call_reward, per_turn, reward_name
-from rewards.builtin import discovery, persona_consistency, redundancy, task_success, turn_cost
+from rewards.builtin import (
+    discovery,
+    persona_consistency,
+    redundancy,
+    rejection,
+    task_failure,
+    task_success,
+    turn_cost,
+)
 from rewards.compose import DEFAULT_WEIGHTS, WeightedReward
 from rewards.registry import ENTRY_POINT_GROUP, REWARDS, get_reward, register_reward
 from rewards.trl import to_trl
@@ -25,6 +33,8 @@ __all__ = [
     "redundancy",
     "register_reward",
     "reward_name",
+    "rejection",
+    "task_failure",
     "task_success",
     "to_trl",
     "turn_cost",

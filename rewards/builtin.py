@@ -10,8 +10,9 @@ from dialog_env import acts as A
 from dialog_env.context import TurnContext
 from dialog_env.world import World
 
-CONSISTENT_BONUS = 0.5
 CONTRADICTION_PENALTY = 2.0
+#: Outcomes that end a dialogue without an accepted recommendation.
+FAILURES = frozenset({"left", "bye", "truncated"})
 
 
 def consistency_counts(ctx: TurnContext) -> tuple[int, int]:
@@ -68,22 +69,35 @@ class BuiltinTerm:
 
 @BuiltinTerm
 def persona_consistency(ctx: TurnContext) -> float:
-    """Per-turn persona consistency: references that agree with revealed facts score, contradictions cost.
+    """Per-turn persona consistency: -2 per reference that contradicts a revealed fact, floored at -4.
 
-    Score per turn: ``min(1, 0.5 * consistent) - 2 * contradicting``, floored at -4; a turn that
-    references nothing scores 0 (see :func:`consistency_counts`).
+    References that agree with what the user said score 0, not a bonus: a policy must not earn
+    anything by restating or parroting the user (see :func:`consistency_counts` for what counts as
+    a reference). Consistency pays off through the task: a recommendation that respects every fact
+    is the one the user accepts.
 
     Returns:
-        The turn's score, in ``[-4, 1]``.
+        The turn's score, in ``[-4, 0]``.
     """
-    good, bad = consistency_counts(ctx)
-    return max(-4.0, min(1.0, CONSISTENT_BONUS * good) - CONTRADICTION_PENALTY * bad)
+    bad = consistency_counts(ctx)[1]
+    return max(-4.0, -CONTRADICTION_PENALTY * bad) if bad else 0.0
 
 
 @BuiltinTerm
 def task_success(ctx: TurnContext) -> float:
     """1 on the turn the user accepts a recommendation, else 0."""
     return 1.0 if ctx.outcome == "accepted" else 0.0
+
+
+@BuiltinTerm
+def task_failure(ctx: TurnContext) -> float:
+    """-1 on the turn a dialogue ends without an accepted recommendation, else 0.
+
+    The user left (patience, too many rejections), answered the agent's goodbye, or the turn limit
+    ran out (``outcome`` ``"truncated"``). Weighted above a rejected recommendation, it makes giving
+    up or stalling cost more than trying.
+    """
+    return -1.0 if ctx.outcome in FAILURES else 0.0
 
 
 @BuiltinTerm
@@ -108,19 +122,37 @@ def rejection(ctx: TurnContext) -> float:
 def redundancy(ctx: TurnContext) -> float:
     """-1 per redundant act, judged on what the agent's tracker knew.
 
-    Redundant: asking a slot already known or declined, re-confirming a confirmed slot, or
-    re-recommending a rejected item.
+    Redundant: asking a slot already known or declined, re-confirming a confirmed slot,
+    re-recommending a rejected item, and telling the user a fact it already gave ("I understand
+    that you're vegan.") unless the same utterance recommends an item that fact bears on (a
+    recommendation may give its reason).
     """
     b = ctx.before
     n = 0
+    reasons: set[str] | None = None
     for a in ctx.agent_acts:
-        if a.intent == A.ASK:
+        t = a.intent
+        if t == A.ASK:
             n += a.slot in b.known or a.slot in b.declined
-        elif a.intent == A.CONFIRM:
+        elif t == A.CONFIRM:
             n += a.slot in b.confirmed
-        elif a.intent == A.RECOMMEND:
+        elif t == A.RECOMMEND:
             n += a.value in b.rejected
+        elif t == A.INFORM and b.known.get(a.slot) == a.value:
+            if reasons is None:
+                reasons = _recommendation_slots(ctx)
+            n += a.slot not in reasons
     return float(-n)
+
+
+def _recommendation_slots(ctx: TurnContext) -> set[str]:
+    """Slots the items recommended in this turn appeal along or constrain."""
+    out: set[str] = set()
+    for a in ctx.agent_acts:
+        if a.intent == A.RECOMMEND:
+            item = ctx.world.item[a.value]
+            out.update(item.appeals, item.requires, item.excludes)
+    return out
 
 
 @BuiltinTerm

@@ -10,10 +10,12 @@ from rewards.base import call_reward
 from rewards.builtin import BuiltinTerm
 from rewards.registry import get_reward
 
-# PyDial's benchmark reward is success * 20 - turns; conversational recommenders (EAR, CRM)
-# also charge a failed recommendation. The other terms shape it.
+# PyDial's benchmark reward is success * 20 - turns; ConvLab charges a failed dialogue too
+# (+80 / -40), and conversational recommenders (EAR, CRM) a rejected recommendation. A failure
+# costs more than a rejection, so trying beats giving up; nothing pays for restating the user.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "task_success": 20.0,
+    "task_failure": 10.0,
     "turn_cost": 1.0,
     "rejection": 5.0,
     "persona_consistency": 1.0,

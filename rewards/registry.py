@@ -14,6 +14,7 @@ ENTRY_POINT_GROUP = "dialog_env.rewards"
 REWARDS: dict[str, Callable] = {
     "persona_consistency": builtin.persona_consistency,
     "task_success": builtin.task_success,
+    "task_failure": builtin.task_failure,
     "turn_cost": builtin.turn_cost,
     "redundancy": builtin.redundancy,
     "rejection": builtin.rejection,

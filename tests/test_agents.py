@@ -180,3 +180,48 @@ def test_make_agent_passes_instances_through_and_registers():
         assert r.outcome == "bye" and r.turns == 1
     finally:
         AGENTS.pop("always_bye")
+
+
+# -- degenerate policies -------------------------------------------------------------------------
+DEGENERATE = {
+    "act": ("always_recommend", "ask_same_slot", "bye", "greet", "rule_restate"),
+    "text": ("always_recommend", "ask_same_slot", "bye", "greet", "rule_restate", "silent", "name_all", "ask_all"),
+}
+
+
+@pytest.fixture(scope="module")
+def returns_by_agent():
+    """Mean return and 95% CI of rule and each degenerate policy on the same 150 'test' dialogues."""
+    out = {}
+    for mode, names in DEGENERATE.items():
+        for name in ("rule", *names):
+            records = evaluate(lambda name=name: make_agent(name), split="test", episodes=150, seed=0, mode=mode)
+            s = summarize(records)["return"]
+            out[mode, name] = (s["mean"], s["ci95"])
+    return out
+
+
+@pytest.mark.parametrize("mode,name", [(m, n) for m, names in DEGENERATE.items() for n in names])
+def test_degenerate_policies_score_below_rule(returns_by_agent, mode, name):
+    rule_mean, rule_ci = returns_by_agent[mode, "rule"]
+    mean, ci = returns_by_agent[mode, name]
+    assert mean + ci < rule_mean - rule_ci, (
+        f"{name} ({mode}): {mean:.2f}±{ci:.2f} vs rule {rule_mean:.2f}±{rule_ci:.2f}"
+    )
+
+
+def test_text_only_degenerate_agents_choose_the_text_env():
+    for name in ("silent", "name_all", "ask_all"):
+        records = evaluate(lambda name=name: make_agent(name), split="test", episodes=3, mode="act")
+        assert all(r.messages[1]["role"] == "assistant" for r in records)
+    with pytest.raises(TypeError, match="text environment"):
+        make_agent("silent").reset(gym.make(MODES["act"]))
+
+
+def test_restating_earns_nothing_over_rule():
+    """rule_restate plays rule's very dialogues in text mode; the restated facts only cost."""
+    rule = evaluate(lambda: make_agent("rule"), split="test", episodes=40, mode="text")
+    restate = evaluate(lambda: make_agent("rule_restate"), split="test", episodes=40, mode="text")
+    assert [r.success for r in rule] == [r.success for r in restate]
+    assert all(b.return_ <= a.return_ for a, b in zip(rule, restate, strict=True))
+    assert sum(b.reward_terms["persona_consistency"] for b in restate) == 0

@@ -54,7 +54,10 @@ def all_keys(obj) -> set[str]:
 def test_registered_ids():
     assert set(dialog_env.ENV_IDS) == {ACT_ID, TEXT_ID}
     for env_id in dialog_env.ENV_IDS:
-        assert gym.spec(env_id).max_episode_steps == dialog_env.MAX_EPISODE_STEPS
+        # No registered TimeLimit: the env truncates itself, so the last turn is charged as a failure.
+        assert gym.spec(env_id).max_episode_steps is None
+        env = gym.make(env_id)
+        assert env.unwrapped.max_turns == dialog_env.MAX_EPISODE_STEPS
 
 
 def test_gymnasium_checker_act_env():

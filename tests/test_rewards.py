@@ -377,7 +377,9 @@ def test_persona_consistency_and_redundancy_by_hand():
     assert terms["discovery"] > 0
     true = world.value(slot.name, core.persona.values[slot.name])
     wrong = next(v for v in slot.values if v.id != true.id)
-    assert _said(env, f"I understand that {true.you}.")["persona_consistency"] == 0.5
+    # Restating what the user said earns nothing: consistent (0), and redundant.
+    restated = _said(env, f"I understand that {true.you}.")
+    assert restated["persona_consistency"] == 0.0 and restated["redundancy"] == -1.0
     assert _said(env, f"I understand that {wrong.you}.")["persona_consistency"] == -2.0
     # Asking a slot the tracker already knows is redundant.
     assert _said(env, slot.questions[1])["redundancy"] == -1.0
@@ -450,7 +452,7 @@ def test_to_trl_single_turn_dialog_state_column():
         assert all(isinstance(s, float) for s in scores)
         assert scores == [_direct(state, t, "persona_consistency") for t in texts]
         assert scores[0] > scores[1]
-        assert scores[0] == 0.5 and scores[1] == -2.0 and scores[2] == 0.0
+        assert scores[0] == 0.0 and scores[1] == -2.0 and scores[2] == 0.0
     # Other terms through the same adapter agree with the env too.
     for term in ("discovery", "redundancy", "turn_cost", "task_success"):
         got = _trl_call(to_trl(term), prompts=[prompt] * 2, completions=texts[:2], dialog_state=[state] * 2)
@@ -565,7 +567,7 @@ def test_to_trl_inside_trls_own_calculate_rewards():
     inputs = [{"prompt": p, "dialog_state": json.dumps(state)} for p in prompts]
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     out = grpo.GRPOTrainer._calculate_rewards(trainer, inputs, prompts, completions, [[1], [2]])
-    assert out.tolist() == [[0.5, -1.0], [-2.0, -1.0]]
+    assert out.tolist() == [[0.0, -1.0], [-2.0, -1.0]]
 
 
 # -- docs/REWARDS.md -----------------------------------------------------------------------------

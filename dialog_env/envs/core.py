@@ -176,8 +176,13 @@ class PersonaRecCore(gym.Env):
         acts = tuple(heard)
         return acts, self.user.render(acts)
 
-    def _advance(self, acts: tuple[DialogueAct, ...], agent_text: str) -> tuple[float, bool, dict[str, Any]]:
-        """Run one agent turn through user, channel, tracker and rewards."""
+    def _advance(self, acts: tuple[DialogueAct, ...], agent_text: str) -> tuple[float, bool, bool, dict[str, Any]]:
+        """Run one agent turn through user, channel, tracker and rewards.
+
+        Returns:
+            ``(reward, terminated, truncated, info)``. The turn that reaches ``max_turns`` without an
+            outcome truncates the dialogue, and its context's outcome is ``"truncated"`` (a failure).
+        """
         self._check_running()
         before = self.tracker.view()
         history = tuple(self._history)
@@ -186,6 +191,8 @@ class PersonaRecCore(gym.Env):
         _, user_text = self._heard(turn)
         self.tracker.update_user(user_text, turn.acts)
         revealed_before, self._revealed = self._revealed, dict(self.user.revealed)
+        truncated = turn.outcome is None and self._turn + 1 >= self.max_turns
+        outcome = "truncated" if truncated else turn.outcome
         ctx = TurnContext(
             world=self.world,
             turn=self._turn,
@@ -200,7 +207,7 @@ class PersonaRecCore(gym.Env):
             goal=self.goal,
             revealed_before=revealed_before,
             revealed=self._revealed,
-            outcome=turn.outcome,
+            outcome=outcome,
         )
         totals, per_term = self.reward_fn([ctx])
         terms = {k: v[0] for k, v in per_term.items()}
@@ -209,18 +216,18 @@ class PersonaRecCore(gym.Env):
         self._turn += 1
         self.last_context = ctx
         terminated = turn.outcome is not None
-        self._episode_over = terminated
+        self._episode_over = terminated or truncated
         info: dict[str, Any] = {
             "reward_terms": terms,
             "turn": self._turn,
             "agent_text": agent_text,
             "user_text": user_text,
-            "outcome": turn.outcome,
-            "is_success": turn.outcome == "accepted",
+            "outcome": outcome,
+            "is_success": outcome == "accepted",
         }
         if self.debug:
             info["debug"] = self._debug_info(turn.acts)
-        return totals[0], terminated, info
+        return totals[0], terminated, truncated, info
 
     def _debug_info(self, true_acts: Sequence[DialogueAct] = ()) -> dict[str, Any]:
         """Privileged state, only when the env was made with ``debug=True``."""

@@ -54,11 +54,13 @@ class PersonaRecEnv(PersonaRecCore):
     ## Rewards
 
     `reward = sum_i w_i * term_i` over registered reward terms; `info["reward_terms"]` holds every
-    unweighted term. Default weights: `task_success` 20 (1 when the user accepts), `turn_cost` 1
-    (-1 a turn), `rejection` 5 (-1 when the user rejects the recommendation),
-    `persona_consistency` 1 (up to +1 for references that agree with revealed facts, -2 per
-    contradiction), `redundancy` 1 (-1 per re-asked slot or re-recommended item),
-    `discovery` 2 (fraction of belief entropy resolved). See docs/REWARDS.md.
+    unweighted term. Default weights: `task_success` 20 (1 when the user accepts), `task_failure`
+    10 (-1 when the dialogue ends without an accepted recommendation: the user left, said goodbye,
+    or the turn limit ran out), `turn_cost` 1 (-1 a turn), `rejection` 5 (-1 when the user rejects
+    the recommendation), `persona_consistency` 1 (-2 per reference that contradicts a revealed
+    fact; agreeing references earn nothing), `redundancy` 1 (-1 per re-asked slot, re-recommended
+    item or restated fact), `discovery` 2 (fraction of belief entropy resolved). No term pays for
+    restating or parroting the user. See docs/REWARDS.md.
 
     ## Starting State
 
@@ -69,8 +71,10 @@ class PersonaRecEnv(PersonaRecCore):
     ## Episode End
 
     Terminated when the user accepts a recommendation (success), leaves (patience or too many
-    rejections), or answers the agent's `bye`. Truncated by the registered time limit
-    (`max_episode_steps=20`).
+    rejections), or answers the agent's `bye`. Truncated by the env itself after `max_turns` agent
+    turns (`info["outcome"] == "truncated"`, charged by `task_failure`). There is no registered
+    `TimeLimit`: a wrapper would end the dialogue without the reward knowing, so set `max_turns`
+    instead of `max_episode_steps`.
 
     ## Arguments
 
@@ -82,7 +86,7 @@ class PersonaRecEnv(PersonaRecCore):
     | `noise`          | float        | 0.0       | semantic error rate of the user channel (PyDial: 0/0.15/0.3) |
     | `tracker`        | str          | `"rule"`  | `rule` reads the user's text; `oracle` its true acts     |
     | `reward_weights` | dict \\| None | None      | reward spec -> weight; None = the defaults above          |
-    | `max_turns`      | int          | 20        | turn count the observation's progress feature scales by  |
+    | `max_turns`      | int          | 20        | turn limit (truncation); the observation's progress scale |
     | `render_mode`    | str \\| None  | None      | `"ansi"` returns the transcript with reward terms        |
     | `debug`          | bool         | False     | add `info["debug"]` with the hidden persona (never for training) |
 
@@ -95,13 +99,14 @@ class PersonaRecEnv(PersonaRecCore):
     | `turn`           | agent turns taken so far                                           |
     | `agent_text`     | the agent's act rendered as text                                   |
     | `user_text`      | the user's reply as the agent heard it                             |
-    | `outcome`        | `accepted`, `left`, `bye` or None                                  |
+    | `outcome`        | `accepted`, `left`, `bye`, `truncated` or None                     |
     | `is_success`     | the user accepted a recommendation                                 |
     | `debug`          | only with `debug=True`: persona, goal, revealed facts, true acts   |
 
     ## Version History
 
-    * v0: initial release.
+    * v0: initial release; the env truncates at `max_turns` itself, `task_failure` charges a failed
+      dialogue, and consistent references and restated facts earn nothing.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -126,9 +131,9 @@ class PersonaRecEnv(PersonaRecCore):
         acts = (self.act_from_id(action),)
         self._check_running()  # before rendering: the phrasing stream must not advance
         text = self.agent_nlg.render(acts, self._agent_rng)
-        reward, terminated, info = self._advance(acts, text)
+        reward, terminated, truncated, info = self._advance(acts, text)
         info["action_mask"] = self.action_masks()
-        return self._observe(), reward, terminated, False, info
+        return self._observe(), reward, terminated, truncated, info
 
     def _observe(self) -> np.ndarray:
         return self.encoder()

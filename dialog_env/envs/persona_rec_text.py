@@ -111,13 +111,13 @@ class PersonaRecTextEnv(PersonaRecCore):
         """Say ``action`` to the user; see the class docstring."""
         if not isinstance(action, str):
             raise TypeError(f"action must be a str (the agent's utterance), got {type(action).__name__}")
-        text, truncated = sanitize_utterance(action, self.max_utterance_chars)
+        text, cut = sanitize_utterance(action, self.max_utterance_chars)
         acts = self.agent_nlu.parse(text)
-        reward, terminated, info = self._advance(acts, text)
+        reward, terminated, truncated, info = self._advance(acts, text)
         info["messages"] = self.messages()
         info["agent_acts"] = [str(a) for a in acts]
-        info["utterance_truncated"] = truncated
-        return self._observe(), reward, terminated, False, info
+        info["utterance_truncated"] = cut
+        return self._observe(), reward, terminated, truncated, info
 
     def act_to_text(self, action: int) -> str:
         """Render an act-table id (see ``PersonaRec-v0``) as an utterance, for act-level agents."""
