@@ -15,6 +15,8 @@ class Agent(Protocol):
 
     ``reset`` is called after each ``env.reset`` with the (possibly wrapped) env; ``act`` returns
     an action for ``env.step``: an act id in ``PersonaRec-v0``, a string in ``PersonaRecText-v0``.
+    An agent that reads hidden state (the persona, the user's true acts) declares it with a class
+    attribute ``privileged = True`` (:func:`is_privileged`); demonstration collection refuses it.
     """
 
     name: str
@@ -26,6 +28,11 @@ class Agent(Protocol):
     def act(self, observation: Any, info: dict[str, Any]) -> Any:
         """Choose the next action."""
         ...
+
+
+def is_privileged(agent: Any) -> bool:
+    """Whether an agent declares that it reads hidden state (``privileged = True``)."""
+    return bool(getattr(agent, "privileged", False))
 
 
 AgentFactory = Callable[..., Agent]

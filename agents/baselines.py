@@ -97,6 +97,7 @@ class OracleAgent(ActAgent):
     """
 
     name = "oracle"
+    privileged = True
 
     def choose(self) -> int:
         """The best acceptable item for the true persona, else ``bye``."""

@@ -1,10 +1,11 @@
-"""Language-model agents: a causal LM prompted with the task, the catalog and the transcript.
+"""Language-model agents: a causal LM prompted with the task and the transcript.
 
-``LMAgent`` plays ``PersonaRecText-v0``. Its prompt is a system instruction (the task, the
-catalog of the wanted category once the user has said it, and optionally the tracker's summary of
-what is known) followed by the dialogue in chat format. ``act_batch`` answers many dialogues with
-one batched ``generate`` call; :func:`dialog_env.evaluation.evaluate` uses it to run dialogues in
-lockstep. Use it from the CLI as ``lm:<model>`` (``lm:smollm2`` is the embedded default).
+``LMAgent`` plays ``PersonaRecText-v0``. Its prompt follows a prompt style (:mod:`agents.prompts`):
+for a base model the task, the catalog of the wanted category and a worked example; for a trained
+policy the style its model folder records (a one-line instruction and the tracker's state note
+after every user turn). ``act_batch`` answers many dialogues with one batched ``generate`` call;
+:func:`dialog_env.evaluation.evaluate` uses it to run dialogues in lockstep. Use it from the CLI as
+``lm:<model>`` (``lm:smollm2`` is the embedded default).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from agents.prompts import CATALOG_SYSTEM as SYSTEM_PROMPT
+from agents.prompts import example_exchange, get_prompt, policy_prompt, prompt_messages, system_prompt
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.lm import (
     DEFAULT_MODEL,
@@ -25,9 +28,8 @@ from dialog_env.lm import (
     user_turn_text,
 )
 
-SYSTEM_PROMPT = (
-    "You are a shopping assistant. Ask the user short questions, then recommend one catalog item by its exact name."
-)
+# Prompt builders live in agents.prompts; re-exported here, where they used to be.
+__all__ = ["SYSTEM_PROMPT", "LMAgent", "example_exchange", "prompt_messages", "shared_lm", "system_prompt"]
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
@@ -40,61 +42,6 @@ def shared_lm(model: str, dtype: str = "float32", device: str = "cpu") -> tuple[
     return _MODELS[key]
 
 
-def _catalog(core: PersonaRecCore) -> list[Any]:
-    """The items of the wanted category once the tracker has heard it, else every item."""
-    goal = core.tracker.goal
-    return [it for it in core.world.items if goal is None or it.category == goal]
-
-
-def system_prompt(core: PersonaRecCore, summary: bool = True) -> str:
-    """The system message for one dialogue, built only from agent-side state.
-
-    The catalog lists the wanted category once the tracker has heard it (else every item);
-    ``summary`` adds what the tracker knows, what the user declined and what it rejected.
-    """
-    world, t = core.world, core.tracker
-    lines = [SYSTEM_PROMPT, "", "Catalog: " + "; ".join(it.name for it in _catalog(core)) + "."]
-    if summary:
-        known = t.known()
-        facts = [world.value(s, v).you for s, v in known.items()]
-        if facts:
-            lines.append("What you know: " + "; ".join(facts) + ".")
-        declined = [world.slot[s.name].noun for s in world.slots if t.declined[s.index]]
-        if declined:
-            lines.append("The user would rather not talk about: " + ", ".join(declined) + ".")
-        rejected = [it.name for it in world.items if t.rejected[it.index]]
-        if rejected:
-            lines.append("Already rejected: " + ", ".join(rejected) + ".")
-    return "\n".join(lines)
-
-
-def example_exchange(core: PersonaRecCore) -> list[dict[str, str]]:
-    """A short worked exchange shown before the dialogue: ask, ask, then recommend by exact name.
-
-    Small instruct models follow a demonstrated pattern far better than a system instruction
-    (SmolLM2-135M mostly ignores the instruction alone and rarely names an item). The exchange
-    uses the world's own questions and an item of the catalog in the system message, and reveals
-    nothing about this dialogue's persona.
-    """
-    world = core.world
-    items = _catalog(core)
-    return [
-        {"role": "user", "content": "Hi, I need some help."},
-        {"role": "assistant", "content": world.slots[2 % len(world.slots)].questions[0]},
-        {"role": "user", "content": "Yes, I do."},
-        {"role": "assistant", "content": world.slots[3 % len(world.slots)].questions[0]},
-        {"role": "user", "content": "I'd rather not say."},
-        {"role": "assistant", "content": f"I recommend the {items[len(items) // 3].name}."},
-        {"role": "user", "content": "Thanks, bye!"},
-    ]
-
-
-def prompt_messages(core: PersonaRecCore, summary: bool = False, example: bool = True) -> list[dict[str, str]]:
-    """The chat an LM policy continues: the system message, the worked example, the dialogue so far."""
-    shown = example_exchange(core) if example else []
-    return [{"role": "system", "content": system_prompt(core, summary)}, *shown, *core.messages()]
-
-
 class LMAgent:
     """A causal LM as a dialogue agent for ``PersonaRecText-v0``.
 
@@ -105,8 +52,10 @@ class LMAgent:
         do_sample: Sample instead of greedy decoding.
         temperature: Sampling temperature.
         top_p: Nucleus mass.
-        summary: Put the tracker's summary of known facts in the prompt (off by default, as in
-            training rollouts, whose system prompt cannot change mid-sequence).
+        summary: ``catalog`` style: put the tracker's summary of known facts in the system prompt (off
+            by default, as in training rollouts, whose system prompt cannot change mid-sequence).
+        prompt: Prompt style name (:data:`agents.prompts.PROMPTS`); default: the one the model folder
+            records (``dialog_env_policy.json``), else ``catalog``.
         dtype: ``float32``, ``bfloat16`` or ``float16``.
         seed: Seed of sampling (each turn uses ``seed`` plus the turn index).
         reuse_cache: Keep each dialogue's token sequence and KV cache between turns
@@ -130,7 +79,9 @@ class LMAgent:
         dtype: str = "float32",
         seed: int = 0,
         reuse_cache: bool = True,
+        prompt: str | None = None,
     ) -> None:
+        self.style = get_prompt(prompt if prompt is not None else policy_prompt(model))
         self.model, self.tokenizer = shared_lm(model, dtype) if isinstance(model, str) else model
         self.config = GenerationConfig(max_new_tokens, do_sample, temperature, top_p)
         self.config.validate()
@@ -155,7 +106,7 @@ class LMAgent:
 
     def conversation(self, core: PersonaRecCore) -> list[dict[str, str]]:
         """The prompt of the next turn: system message, then the dialogue in chat format."""
-        return prompt_messages(core, self.summary)
+        return prompt_messages(core, self.summary, style=self.style)
 
     def act(self, observation: Any, info: dict[str, Any]) -> str:
         """The next utterance for the env given at :meth:`reset`."""

@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 
 import dialog_env  # noqa: F401 - registers the environments
-from agents.lm import prompt_messages
+from agents.prompts import DEFAULT_PROMPT, PromptStyle, get_prompt, prompt_messages, user_turn_content
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.lm import GenerationConfig, IncrementalBatch, generate_from_ids, render_ids, user_turn_text
 
@@ -32,17 +32,23 @@ TEXT_ENV_ID = "dialog_env/PersonaRecText-v0"
 SEED_KEY = "dialog_env_seed"
 
 
-def task_prompt(core: PersonaRecCore, seed: int) -> list[dict[str, Any]]:
-    """The chat prompt of a persona task right after ``reset(seed=seed)``.
+def task_prompt(core: PersonaRecCore, seed: int, prompt: str = DEFAULT_PROMPT) -> list[dict[str, Any]]:
+    """The chat prompt of a persona task right after ``reset(seed=seed)``, in prompt style ``prompt``.
 
     The first message carries the seed under :data:`SEED_KEY` (chat templates ignore unknown
     keys) so the rollout can rebuild the same dialogue: TRL hands ``rollout_func`` only prompts.
     """
-    first, *rest = prompt_messages(core, summary=False)
+    first, *rest = prompt_messages(core, summary=False, style=prompt)
     return [{**first, SEED_KEY: seed}, *rest]
 
 
-def build_task_dataset(n: int, split: str = "train", seed: int = 0, env_kwargs: Mapping[str, Any] | None = None) -> Any:
+def build_task_dataset(
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    env_kwargs: Mapping[str, Any] | None = None,
+    prompt: str = DEFAULT_PROMPT,
+) -> Any:
     """A ``datasets.Dataset`` of ``n`` persona tasks (env seeds ``seed .. seed+n-1``).
 
     Columns: ``prompt`` (conversational, see :func:`task_prompt`) and ``dialog_seed``.
@@ -53,7 +59,7 @@ def build_task_dataset(n: int, split: str = "train", seed: int = 0, env_kwargs: 
     rows = []
     for s in range(seed, seed + n):
         env.reset(seed=s)
-        rows.append({"prompt": task_prompt(env.unwrapped, s), "dialog_seed": s})
+        rows.append({"prompt": task_prompt(env.unwrapped, s, prompt), "dialog_seed": s})
     env.close()
     return Dataset.from_list(rows)
 
@@ -71,8 +77,10 @@ class DialogueRollout:
     Args:
         split: Persona split of the tasks.
         env_kwargs: Extra env kwargs (``noise``, ``reward_weights``, ...).
-        max_turns: Agent turns per dialogue at most.
+        max_turns: Agent turns per dialogue at most: the env's turn limit, so the last turn of a
+            dialogue that runs out of turns is charged as a failure.
         max_new_tokens: Token cap per agent turn.
+        prompt: Prompt style of the policy (:mod:`agents.prompts`).
     """
 
     def __init__(
@@ -81,11 +89,13 @@ class DialogueRollout:
         env_kwargs: Mapping[str, Any] | None = None,
         max_turns: int = 8,
         max_new_tokens: int = 48,
+        prompt: str = DEFAULT_PROMPT,
     ) -> None:
         if max_turns < 1 or max_new_tokens < 1:
             raise ValueError(f"max_turns and max_new_tokens must be positive, got {max_turns}, {max_new_tokens}")
-        self.split, self.env_kwargs = split, dict(env_kwargs or {})
+        self.split, self.env_kwargs = split, {**dict(env_kwargs or {}), "max_turns": max_turns}
         self.max_turns, self.max_new_tokens = max_turns, max_new_tokens
+        self.style: PromptStyle = get_prompt(prompt)
         self._envs: list[gym.Env] = []
         self.__name__ = "DialogueRollout"
 
@@ -111,17 +121,22 @@ class DialogueRollout:
 
     def __call__(self, prompts: Sequence[Sequence[Mapping[str, Any]]], trainer: Any) -> dict[str, list[Any]]:
         """Play one dialogue per prompt with the trainer's current policy."""
+        import torch
         from trl.models.utils import unwrap_model_for_generation
 
         tokenizer = trainer.processing_class
         limit = int(getattr(trainer.args, "max_completion_length", 0) or 0) or None
         seeds = [_seed_of(p) for p in prompts]
         # Unwrapped (DDP/FSDP/DeepSpeed), gradient checkpointing off and eval mode: generation with a KV cache.
+        # Mixed precision: accelerate autocasts the model's forward, so every pass of the rollout (the
+        # cache prefill included) must run under the same autocast, or the KV cache mixes dtypes.
+        half = torch.bfloat16 if getattr(trainer.args, "bf16", False) else None
         with unwrap_model_for_generation(trainer.model, trainer.accelerator) as model:
             was_training = model.training
             model.eval()
             try:
-                return self.rollout(model, tokenizer, seeds, self.generation_config(trainer), limit)
+                with torch.autocast(model.device.type, dtype=half, enabled=half is not None):
+                    return self.rollout(model, tokenizer, seeds, self.generation_config(trainer), limit)
             finally:
                 model.train(was_training)
 
@@ -184,7 +199,7 @@ class DialogueRollout:
         prompt_ids: list[list[int]] = []
         for env, core, seed in zip(envs, cores, seeds, strict=True):
             env.reset(seed=seed)
-            history = prompt_messages(core, summary=False)
+            history = prompt_messages(core, summary=False, style=self.style)
             histories.append(history)
             prompt_ids.append(render_ids(tokenizer, history))
         completion: list[list[int]] = [[] for _ in range(n)]
@@ -220,11 +235,19 @@ class DialogueRollout:
                 contexts[k].append(cores[k].last_context)
                 histories[k].append({"role": "assistant", "content": info["agent_text"]})
                 full = max_completion_tokens is not None and len(completion[k]) >= max_completion_tokens
+                if full and not (terminated or truncated):
+                    # Cut by the token budget before the dialogue ended: a failure, as if out of turns
+                    # (else rambling to the budget would dodge the failure charge).
+                    penalty = -cores[k].reward_fn.weights.get("task_failure", 0.0)
+                    returns[k] += penalty
+                    if "task_failure" in terms[k]:
+                        terms[k]["task_failure"] -= 1.0
                 if terminated or truncated or full or turn == self.max_turns - 1:
                     continue
-                user = user_turn_text(tokenizer, histories[k], info["user_text"])
+                content = user_turn_content(self.style, info)
+                user = user_turn_text(tokenizer, histories[k], content)
                 user_ids = tokenizer(user, add_special_tokens=False)["input_ids"]
-                histories[k].append({"role": "user", "content": info["user_text"]})
+                histories[k].append({"role": "user", "content": content})
                 completion[k] += user_ids
                 mask[k] += [0] * len(user_ids)
                 still.append(k)

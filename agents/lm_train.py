@@ -18,23 +18,35 @@ tokenizer, loadable as ``lm:<run>/final_model``). The same script runs under
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import yaml
 
 import dialog_env
-from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
+from agents.lm_runs import (
+    LMRunFields,
+    add_run_arguments,
+    check_common,
+    check_counts,
+    has_accelerator,
+    load_run_config,
+    lora_config,
+    open_run,
+    run_name,
+    save_figure,
+    save_policy,
+    time_limit_callback,
+)
+from agents.prompts import DEFAULT_PROMPT, PROMPTS, policy_prompt
+from dialog_env.cliargs import dataclass_values
 from dialog_env.io import atomic_write_text
-from dialog_env.lm import DEFAULT_MODEL, resolve_model_path, save_pretrained_atomic
+from dialog_env.lm import DEFAULT_MODEL, resolve_model_path
 from dialog_env.persona import SPLITS
 
 MODES = ("multi", "single")
@@ -45,11 +57,13 @@ class LMConfigError(ValueError):
 
 
 @dataclass
-class LMTrainConfig:
+class LMTrainConfig(LMRunFields):
     """Arguments of a GRPO run on PersonaRec (CleanRL-style: one field, one docstring)."""
 
     model: str = DEFAULT_MODEL
-    """base model: smollm2 (embedded default), a Hugging Face id or a local folder"""
+    """base model: smollm2 (embedded default), a Hugging Face id or a local folder (e.g. an SFT run's final_model)"""
+    prompt: str = ""
+    """prompt style (catalog, notes); empty: the one the model folder records, else catalog"""
     mode: str = "multi"
     """multi (whole dialogues per rollout) or single (one reply per collected context)"""
     exp_name: str = "grpo"
@@ -78,15 +92,6 @@ class LMTrainConfig:
     """KL coefficient to the base model (0: no reference model)"""
     learning_rate: float = 1e-4
     """learning rate (LoRA); use ~1e-5 with --no-lora"""
-    lora: bool = True
-    """train LoRA adapters (peft); --no-lora trains all weights"""
-    lora_r: int = 16
-    """LoRA rank"""
-    lora_alpha: int = 32
-    """LoRA alpha"""
-    lora_layers: int = 0
-    """put LoRA adapters only on the top this many transformer blocks (the backward pass then stops there,
-    so steps are cheaper); 0: every block"""
     max_turns: int = 6
     """agent turns per dialogue (multi mode)"""
     max_new_tokens: int = 40
@@ -97,29 +102,28 @@ class LMTrainConfig:
     """sampling temperature of rollouts"""
     noise: float = 0.0
     """semantic error rate of the user channel"""
-    dtype: str = "float32"
-    """weights dtype: float32 or bfloat16 (bf16 mixed precision)"""
     save_steps: int = 25
     """checkpoint every this many steps"""
-    logging_steps: int = 1
-    """log every this many steps"""
-    time_limit_min: float = 0.0
-    """stop after this many minutes of training (checkpoint and final model still saved); 0: no limit"""
 
     def validate(self) -> None:
         """Raise :class:`LMConfigError` naming the field and the allowed values."""
         if self.mode not in MODES:
             raise LMConfigError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
+        if self.prompt and self.prompt not in PROMPTS:
+            raise LMConfigError(
+                f"prompt: expected one of {list(PROMPTS)} (or empty: the model's own), got {self.prompt!r}"
+            )
         if self.split not in (*SPLITS, "all"):
             raise LMConfigError(f"split: unknown split {self.split!r}; expected one of {[*SPLITS, 'all']}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise LMConfigError(f"dtype: expected float32 or bfloat16, got {self.dtype!r}")
-        for name in ("tasks", "max_steps", "num_generations", "per_device_train_batch_size", "num_iterations",
-                     "max_turns", "max_new_tokens", "max_completion_length", "save_steps", "logging_steps",
-                     "gradient_accumulation_steps", "lora_r", "lora_alpha"):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise LMConfigError(f"{name}: expected a positive integer, got {v!r}")
+        check_common(self, LMConfigError)
+        check_counts(
+            self,
+            LMConfigError,
+            positive=("tasks", "max_steps", "num_generations", "per_device_train_batch_size", "num_iterations",
+                      "max_turns", "max_new_tokens", "max_completion_length", "save_steps", "logging_steps",
+                      "gradient_accumulation_steps", "lora_r", "lora_alpha"),
+            non_negative=("lora_layers",),
+        )  # fmt: skip
         if self.num_generations < 2:
             raise LMConfigError("num_generations: GRPO needs at least 2 rollouts per task")
         if self.per_device_train_batch_size % self.num_generations:
@@ -127,19 +131,10 @@ class LMTrainConfig:
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
                 f"num_generations ({self.num_generations})"
             )
-        if isinstance(self.lora_layers, bool) or not isinstance(self.lora_layers, int) or self.lora_layers < 0:
-            raise LMConfigError(f"lora_layers: expected an integer >= 0 (0: every block), got {self.lora_layers!r}")
-        if not self.time_limit_min >= 0:
-            raise LMConfigError(f"time_limit_min: expected minutes >= 0 (0: no limit), got {self.time_limit_min!r}")
         if not self.temperature > 0:
             raise LMConfigError(f"temperature: GRPO samples its rollouts; expected > 0, got {self.temperature!r}")
         if not 0.0 <= self.noise < 1.0:
             raise LMConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
-
-
-def run_name(cfg: LMTrainConfig) -> str:
-    """``PersonaRecText-v0__<exp_name>__<seed>__<unix time>``."""
-    return f"dialog_env_PersonaRecText-v0__{cfg.exp_name}__{cfg.seed}__{int(time.time())}"
 
 
 def build_single_turn_dataset(
@@ -149,6 +144,7 @@ def build_single_turn_dataset(
     agent: str = "rule",
     max_prefix_turns: int = 3,
     env_kwargs: dict | None = None,
+    prompt: str = DEFAULT_PROMPT,
 ) -> Any:
     """Contexts for single-turn GRPO: dialogues played by ``agent`` for a random number of turns.
 
@@ -158,7 +154,7 @@ def build_single_turn_dataset(
     from datasets import Dataset
 
     from agents import make_agent
-    from agents.lm import prompt_messages
+    from agents.prompts import prompt_messages
 
     env = gym.make("dialog_env/PersonaRecText-v0", split=split, **dict(env_kwargs or {}))
     core = env.unwrapped
@@ -173,8 +169,8 @@ def build_single_turn_dataset(
             if terminated or truncated:
                 env.reset(seed=s)  # keep the context live: fall back to the opening
                 break
-        prompt = prompt_messages(core, summary=False)
-        rows.append({"prompt": prompt, "dialog_state": json.dumps(core.dialog_state())})
+        messages = prompt_messages(core, summary=False, style=prompt)
+        rows.append({"prompt": messages, "dialog_state": json.dumps(core.dialog_state())})
     env.close()
     return Dataset.from_list(rows)
 
@@ -193,35 +189,6 @@ def _load_policy(cfg: LMTrainConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def lora_targets(model: Any, top_layers: int = 0) -> tuple[str | list[str], list[int] | None]:
-    """LoRA ``target_modules`` and ``layers_to_transform`` for every linear layer of the top blocks.
-
-    ``top_layers=0`` adapts every linear layer but the output head (peft's ``"all-linear"``). Otherwise
-    only the top ``top_layers`` transformer blocks get adapters: nothing below them needs a gradient, so
-    the backward pass stops at the lowest adapted block.
-
-    Raises:
-        LMConfigError: ``top_layers`` exceeds the model's number of blocks.
-    """
-    if not top_layers:
-        return "all-linear", None
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
-
-    n = int(model.config.num_hidden_layers)
-    if top_layers > n:
-        raise LMConfigError(f"lora_layers: the model has {n} transformer blocks, got {top_layers}")
-    head = model.get_output_embeddings()
-    names = sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in model.named_modules()
-            if isinstance(module, (nn.Linear, Conv1D)) and module is not head
-        }
-    )
-    return names, list(range(n - top_layers, n))
-
-
 def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     """The configured ``GRPOTrainer`` for a run folder."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -232,29 +199,21 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tb")  # transformers' TensorBoard callback reads it
     model, tokenizer = _load_policy(cfg)
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        targets, layers = lora_targets(model, cfg.lora_layers)
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            target_modules=targets,
-            layers_to_transform=layers,
-            task_type="CAUSAL_LM",
-        )
+    peft_config = lora_config(model, cfg, LMConfigError) if cfg.lora else None
     env_kwargs = {"noise": cfg.noise}
     terms = list(DEFAULT_WEIGHTS)
+    prompt = prompt_style(cfg)
     if cfg.mode == "multi":
-        dataset = build_task_dataset(cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs)
+        dataset = build_task_dataset(cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs, prompt=prompt)
         # The return drives the update; each term is logged as its own reward with weight 0.
         reward_funcs = [env_return, *(to_trl(t) for t in terms)]
         reward_weights = [1.0] + [0.0] * len(terms)
-        rollout = DialogueRollout(cfg.split, env_kwargs, cfg.max_turns, cfg.max_new_tokens)
+        rollout = DialogueRollout(cfg.split, env_kwargs, cfg.max_turns, cfg.max_new_tokens, prompt=prompt)
         max_completion = cfg.max_completion_length
     else:
-        dataset = build_single_turn_dataset(cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs)
+        dataset = build_single_turn_dataset(
+            cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs, prompt=prompt
+        )
         reward_funcs = [to_trl(t) for t in terms]
         reward_weights = [DEFAULT_WEIGHTS[t] for t in terms]
         rollout = None
@@ -278,7 +237,7 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         save_total_limit=3,
         logging_steps=cfg.logging_steps,
         report_to=["tensorboard"],
-        use_cpu=not _has_accelerator(),
+        use_cpu=not has_accelerator(),
         gradient_checkpointing=False,
     )
     return GRPOTrainer(
@@ -293,31 +252,9 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     )
 
 
-def time_limit_callback(minutes: float) -> Any:
-    """Trainer callback: stop (and save) once ``minutes`` of training have passed.
-
-    Wall-clock budgets ("what does an hour of training buy on this machine") are how LM runs are
-    compared; the step that crosses the limit finishes, then the trainer saves and stops.
-    """
-    from transformers import TrainerCallback
-
-    class TimeLimit(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.start = time.monotonic()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if time.monotonic() - self.start >= 60 * minutes:
-                control.should_training_stop = True
-                control.should_save = True
-            return control
-
-    return TimeLimit()
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+def prompt_style(cfg: LMTrainConfig) -> str:
+    """The run's prompt style: ``cfg.prompt``, else the one the model folder records, else ``catalog``."""
+    return cfg.prompt or policy_prompt(cfg.model)
 
 
 def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool = False) -> Path:
@@ -328,21 +265,12 @@ def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool
     """
     cfg.validate()
     dialog_env.ENV_IDS  # noqa: B018 - registers the environments
-    run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg)
-    # Under `accelerate launch` every process runs this; only the main one checks and writes the folder.
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    if resume:
-        if not any((run / "checkpoints").glob("checkpoint-*")):
-            raise LMConfigError(f"{run}: no checkpoint to resume from (checkpoints/checkpoint-<step>)")
-    elif main_process:
-        if (run / "config.yaml").exists():
-            raise LMConfigError(f"{run}: a run already exists here; resume it with --resume")
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg.exp_name, cfg.seed)
+    open_run(cfg, run, resume, LMConfigError)
     trainer = build_trainer(cfg, run)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.accelerator.is_main_process:
-        save_final(trainer, run / "final_model")
+        save_policy(trainer, run / "final_model", prompt_style(cfg), trained_by="grpo", model=cfg.model)
         log = [entry for entry in trainer.state.log_history if "reward" in entry]
         if log:
             atomic_write_text(run / "train_log.json", json.dumps(log, indent=1))
@@ -372,30 +300,13 @@ def plot_lm_curve(log: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set(title=title, xlabel="GRPO step")
         ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def save_final(trainer: Any, folder: Path) -> Path:
-    """Save the trained policy (LoRA merged in) and tokenizer as a plain model folder, atomically."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    return save_pretrained_atomic(model, trainer.processing_class, folder)
+    return save_figure(fig, path)
 
 
 def resume_lm(run_dir: str | Path, max_steps: int | None = None) -> Path:
     """Continue a run from its last checkpoint (optionally to a new ``max_steps``)."""
     run = Path(run_dir)
-    if not (run / "config.yaml").is_file():
-        raise LMConfigError(f"{run}: not a run folder (no config.yaml)")
-    cfg = LMTrainConfig(**yaml.safe_load((run / "config.yaml").read_text()))
-    if max_steps is not None:
-        cfg.max_steps = max_steps
-    return train_lm(cfg, run_dir=run, resume=True)
+    return train_lm(load_run_config(run, LMTrainConfig, LMConfigError, max_steps), run_dir=run, resume=True)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -409,11 +320,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 def build_lm_parser(p: Any) -> Any:
     """Add the LM training arguments to a parser."""
-    add_dataclass_arguments(p, LMTrainConfig)
-    p.add_argument("--config", default=None, help="YAML file of LMTrainConfig fields; flags override it")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
-    p.add_argument("--run-dir", default=None, help="exact run folder (default: <run-root>/<run name>)")
-    return p
+    return add_run_arguments(p, LMTrainConfig)
 
 
 def run_lm_from_args(args: Any) -> Path:

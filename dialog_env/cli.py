@@ -1,4 +1,4 @@
-"""The ``dialog-env`` command line: simulate, play, eval, benchmark, train, demo, personas.
+"""The ``dialog-env`` command line: simulate, play, eval, benchmark, collect, train, demo, personas.
 
 The CLI only parses arguments and calls the library (``dialog_env.evaluation``, ``agents``).
 """
@@ -131,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--transcripts", type=int, default=2, help="transcripts kept per agent and condition")
     s.add_argument("--out", default="runs/benchmark", help="output folder")
 
+    s = sub.add_parser(
+        "collect", help="play dialogues with a non-privileged agent and write them as a chat data set (for SFT)"
+    )
+    from agents.collect import CollectConfig
+    from dialog_env.cliargs import add_dataclass_arguments
+
+    add_dataclass_arguments(s, CollectConfig)
+    s.add_argument("--out", required=True, help="data set folder (train.jsonl + README.md card)")
+    s.add_argument("--config", default=None, help="YAML file of the fields above; flags override it")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     s = sub.add_parser("train", help="train a policy")
     train_sub = s.add_subparsers(dest="trainer", required=True)
     from agents.sb3 import build_train_parser
@@ -139,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agents.lm_train import build_lm_parser
 
     build_lm_parser(train_sub.add_parser("lm", help="an LM policy with TRL's GRPOTrainer (multi-turn rollouts)"))
+    from agents.sft import build_sft_parser
+
+    build_sft_parser(train_sub.add_parser("sft", help="an LM policy on demonstrations with TRL's SFTTrainer"))
 
     s = sub.add_parser(
         "demo", help="train MaskablePPO briefly, benchmark it against the baselines, print the leaderboard"
@@ -293,12 +307,24 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Collect demonstrations."""
+    from agents.collect import main_args
+
+    main_args(args)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a policy."""
     if args.trainer == "lm":
         from agents.lm_train import run_lm_from_args
 
         run_lm_from_args(args)
+    elif args.trainer == "sft":
+        from agents.sft import run_sft_from_args
+
+        run_sft_from_args(args)
     else:
         from agents.sb3 import run_from_args
 
@@ -357,6 +383,7 @@ COMMANDS = {
     "play": cmd_play,
     "eval": cmd_eval,
     "benchmark": cmd_benchmark,
+    "collect": cmd_collect,
     "train": cmd_train,
     "demo": cmd_demo,
     "personas": cmd_personas,

@@ -105,7 +105,17 @@ def _core(env: gym.Env) -> PersonaRecCore:
     return core
 
 
-def run_episode(env: gym.Env, agent: Any, seed: int, options: dict[str, Any] | None = None) -> EpisodeRecord:
+#: Called when a dialogue ends, while its env still holds it: ``on_end(core, record)``.
+EpisodeHook = Callable[[PersonaRecCore, "EpisodeRecord"], None]
+
+
+def run_episode(
+    env: gym.Env,
+    agent: Any,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    on_end: EpisodeHook | None = None,
+) -> EpisodeRecord:
     """Play one dialogue of ``agent`` in ``env`` from ``reset(seed=seed)``."""
     core = _core(env)
     obs, info = env.reset(seed=seed, options=options)
@@ -115,10 +125,15 @@ def run_episode(env: gym.Env, agent: Any, seed: int, options: dict[str, Any] | N
         obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
         acc.add(reward, info)
         if terminated or truncated:
-            return acc.record(info["outcome"])
+            record = acc.record(info["outcome"])
+            if on_end is not None:
+                on_end(core, record)
+            return record
 
 
-def run_episodes_batched(envs: Sequence[gym.Env], agent: Any, seeds: Sequence[int]) -> list[EpisodeRecord]:
+def run_episodes_batched(
+    envs: Sequence[gym.Env], agent: Any, seeds: Sequence[int], on_end: EpisodeHook | None = None
+) -> list[EpisodeRecord]:
     """Play one dialogue per seed, ``len(envs)`` at a time, with ``agent.act_batch`` per turn.
 
     Each env takes the next seed when its dialogue ends; records come back in seed order, equal
@@ -147,6 +162,8 @@ def run_episodes_batched(envs: Sequence[gym.Env], agent: Any, seeds: Sequence[in
             acc.add(reward, info)
             if terminated or truncated:
                 records[idx] = acc.record(info["outcome"])
+                if on_end is not None:
+                    on_end(cores[k], records[idx])
                 del active[k]
                 start(k)
     return [records[i] for i in range(len(seeds))]
@@ -180,6 +197,7 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
     batch_size: int = 16,
+    on_end: EpisodeHook | None = None,
 ) -> list[EpisodeRecord]:
     """Evaluate one agent on ``episodes`` dialogues with seeds ``seed, seed+1, ...``.
 
@@ -196,6 +214,7 @@ def evaluate(
         env_kwargs: Extra env kwargs (``noise``, ``tracker``, ``reward_weights``, ...).
         progress: Optional wrapper for the episode iterator (e.g. ``tqdm``).
         batch_size: Dialogues in flight for batched agents.
+        on_end: Called as ``on_end(core, record)`` when each dialogue ends, while the env still holds it.
 
     Raises:
         ValueError: Bad ``mode`` or ``episodes``.
@@ -209,7 +228,7 @@ def evaluate(
     if hasattr(agent, "act_batch"):
         envs = [gym.make(MODES[mode], split=split, **(env_kwargs or {})) for _ in range(min(batch_size, episodes))]
         try:
-            return run_episodes_batched(envs, agent, range(seed, seed + episodes))
+            return run_episodes_batched(envs, agent, range(seed, seed + episodes), on_end)
         finally:
             for e in envs:
                 e.close()
@@ -218,7 +237,7 @@ def evaluate(
     if progress is not None:
         seeds = progress(seeds)
     try:
-        return [run_episode(env, agent, s) for s in seeds]
+        return [run_episode(env, agent, s, on_end=on_end) for s in seeds]
     finally:
         env.close()
 

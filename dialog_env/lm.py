@@ -17,7 +17,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,16 +80,26 @@ def convert_default_model(force: bool = False) -> Path:
     return save_pretrained_atomic(model, tokenizer, target)
 
 
-def save_pretrained_atomic(model: Any, tokenizer: Any, folder: Path) -> Path:
+def save_pretrained_atomic(
+    model: Any, tokenizer: Any, folder: Path, extra: Callable[[Path], Any] | None = None
+) -> Path:
     """Save model and tokenizer into ``folder`` through a temporary folder and a rename.
 
     An interrupted save never leaves a half-written model; an older folder is replaced.
+
+    Args:
+        model: The model (``save_pretrained``).
+        tokenizer: Its tokenizer.
+        folder: The destination.
+        extra: Writes more files into the temporary folder before the rename (e.g. a policy record).
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

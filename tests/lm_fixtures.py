@@ -1,5 +1,6 @@
 """Tiny language models built at test time: a word-level tokenizer with a chat template and a
-randomly initialised Llama, saved to a folder like any Hugging Face model."""
+randomly initialised Llama (or GPT-2, a different architecture: learned positions, Conv1D layers),
+saved to a folder like any Hugging Face model."""
 
 from pathlib import Path
 
@@ -23,11 +24,11 @@ def corpus() -> list[str]:
     return lines
 
 
-def build_tiny_lm(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
-    """Write a tiny random Llama and its tokenizer to ``folder``; returns the folder."""
+def build_tiny_lm(folder: Path, hidden: int = 32, layers: int = 2, arch: str = "llama") -> Path:
+    """Write a tiny random causal LM (``llama`` or ``gpt2``) and its tokenizer to ``folder``; returns the folder."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -41,6 +42,25 @@ def build_tiny_lm(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
     )
     fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(fast),
+                n_embd=hidden,
+                n_layer=layers,
+                n_head=2,
+                n_positions=4096,
+                pad_token_id=fast.pad_token_id,
+                bos_token_id=fast.bos_token_id,
+                eos_token_id=fast.eos_token_id,
+            )
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder)
+        fast.save_pretrained(folder)
+        return folder
+    if arch != "llama":
+        raise ValueError(f"arch must be llama or gpt2, got {arch!r}")
     config = LlamaConfig(
         vocab_size=len(fast),
         hidden_size=hidden,

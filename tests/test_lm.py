@@ -146,3 +146,29 @@ def test_real_default_model_generates_a_turn(tmp_path, monkeypatch):
     assert (tmp_path / "SmolLM2-135M-Instruct-fp32" / "config.json").is_file()  # converted once, cached
     _, _, _, _, info = env.step(text)
     assert info["messages"][-2] == {"role": "assistant", "content": info["agent_text"]}
+
+
+def test_prompt_style_comes_from_the_model_folder(tiny_path, tmp_path):
+    import shutil
+
+    from agents.prompts import NOTES_SYSTEM, POLICY_FILE, policy_prompt, save_policy_record
+
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_path, trained)
+    assert policy_prompt(str(trained)) == "catalog"  # a base model records nothing
+    save_policy_record(trained, "notes")
+    assert policy_prompt(str(trained)) == "notes"
+    env = gym.make("dialog_env/PersonaRecText-v0", split="test")
+    env.reset(seed=0)
+    agent = LMAgent(str(trained), max_new_tokens=4)
+    agent.reset(env)
+    conv = agent.conversation(env.unwrapped)
+    assert conv[0] == {"role": "system", "content": NOTES_SYSTEM}
+    assert conv[1]["content"].endswith("]") and len(conv) == 2  # the note; no catalog, no worked example
+    assert LMAgent(str(trained), prompt="catalog").style.name == "catalog"  # an explicit choice wins
+    (trained / POLICY_FILE).write_text('{"prompt": "poetry"}')
+    with pytest.raises(ValueError, match="prompt style"):
+        LMAgent(str(trained))
+    (trained / POLICY_FILE).write_text("not json")
+    with pytest.raises(ValueError, match=POLICY_FILE):
+        policy_prompt(str(trained))

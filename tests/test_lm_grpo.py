@@ -201,3 +201,26 @@ def test_multi_turn_grpo_step_end_to_end(tiny_path, tmp_path):
     logs = trainer.state.log_history[0]
     assert "rewards/env_return/mean" in logs and "rewards/persona_consistency/mean" in logs
     assert logs["completions/mean_length"] <= 3 * 6 + 3  # only agent tokens count as completion length
+
+
+def test_rollout_cut_by_the_token_budget_is_a_failure(tiny):
+    """A dialogue cut by max_completion_length is charged like one that ran out of turns."""
+    model, tok = tiny
+    rollout = DialogueRollout(split="train", max_turns=6, max_new_tokens=8)
+    config = GenerationConfig(max_new_tokens=8)
+    full = rollout.rollout(model, tok, [0, 1], config)
+    cut = rollout.rollout(model, tok, [0, 1], config, max_completion_tokens=12)
+    for k in range(2):
+        assert full["reward_terms"][k]["task_failure"] == -1.0  # six turns of noise: out of turns
+        assert cut["reward_terms"][k]["task_failure"] == -1.0  # cut after the first turn: still a failure
+        assert cut["env_return"][k] < 0
+
+
+def test_rollout_in_the_notes_style_shows_the_notes(tiny):
+    model, tok = tiny
+    out = DialogueRollout(split="train", max_turns=2, max_new_tokens=4, prompt="notes").rollout(
+        model, tok, [0], GenerationConfig(max_new_tokens=4)
+    )
+    users = [m["content"] for m in out["transcript"][0] if m["role"] == "user"]
+    assert all("\n[" in u for u in users)
+    assert "Catalog" not in tok.decode(out["prompt_ids"][0])

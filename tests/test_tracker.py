@@ -300,3 +300,25 @@ def test_rule_tracker_is_exact_in_text_mode():
     env.close()
     assert turns > 200
     assert not bad, "\n".join(bad[:10])
+
+
+def test_rule_tracker_is_exact_when_two_questions_share_a_turn():
+    """The planner asks two slots per utterance; refusals naming no slot must land on the right one."""
+    from agents import PlannerAgent
+
+    env = gym.make("dialog_env/PersonaRecText-v0", split="train")
+    core = env.unwrapped
+    agent = PlannerAgent()
+    declines = 0
+    for seed in range(150):
+        obs, info = env.reset(seed=seed)
+        agent.reset(env, seed=seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+            done = terminated or truncated
+            view = core.tracker.view()
+            assert view.known == core.user.revealed, f"seed {seed}: {view.known} vs {core.user.revealed}"
+            assert view.declined == core.user.declined, f"seed {seed}: {view.declined} vs {core.user.declined}"
+            declines += sum(a.intent == A.DECLINE for a in core.last_context.user_acts)
+    assert declines > 50

@@ -136,12 +136,13 @@ def test_lora_layers_adapt_only_the_top_blocks_and_the_backward_stops_there(tmp_
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from agents.lm_train import LMConfigError, lora_targets
+    from agents.lm_runs import lora_targets
+    from agents.lm_train import LMConfigError
 
     model = AutoModelForCausalLM.from_pretrained(build_tiny_lm(tmp_path / "m", layers=4))
     assert lora_targets(model, 0) == ("all-linear", None)
     with pytest.raises(LMConfigError, match="lora_layers: the model has 4 transformer blocks, got 5"):
-        lora_targets(model, 5)
+        lora_targets(model, 5, LMConfigError)
     targets, layers = lora_targets(model, 1)
     assert layers == [3] and "q_proj" in targets and "down_proj" in targets and "lm_head" not in targets
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=targets, layers_to_transform=layers))

@@ -149,12 +149,16 @@ class PersonaRecCore(gym.Env):
         opening = self.user.reset(persona, goal, self._rng, acceptable=ok)
         text = self._heard(opening)[1]
         self.tracker.update_user(text, opening.acts)
+        self._user_turn_read({}, frozenset())
         self._revealed = dict(self.user.revealed)
         self._history = [(ROLE_USER, text)]
         self._rewards = []
         self._turn = 0
         self._episode_over = False
         return opening
+
+    def _user_turn_read(self, known_before: dict[str, str], declined_before: frozenset[str]) -> None:
+        """Hook: the tracker has just read a user turn (the text env writes its state note here)."""
 
     def _check_running(self) -> None:
         if self._episode_over:
@@ -190,6 +194,7 @@ class PersonaRecCore(gym.Env):
         turn = self.user.respond(acts, agent_text)
         _, user_text = self._heard(turn)
         self.tracker.update_user(user_text, turn.acts)
+        self._user_turn_read(before.known, before.declined)
         revealed_before, self._revealed = self._revealed, dict(self.user.revealed)
         truncated = turn.outcome is None and self._turn + 1 >= self.max_turns
         outcome = "truncated" if truncated else turn.outcome

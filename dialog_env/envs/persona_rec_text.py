@@ -10,8 +10,9 @@ from typing import Any
 from gymnasium import spaces
 
 from dialog_env.acts import DialogueAct
-from dialog_env.envs.core import PersonaRecCore
+from dialog_env.envs.core import ROLE_USER, PersonaRecCore
 from dialog_env.nlu import AgentNLU
+from dialog_env.notes import state_note
 
 #: Characters of utterances and transcripts: printable ASCII (space included) and newline.
 CHARSET = frozenset(string.printable) - set("\t\r\x0b\x0c")
@@ -56,7 +57,10 @@ class PersonaRecTextEnv(PersonaRecCore):
     `Text(max_length=max_transcript_chars, charset=printable ASCII + newline)`: the transcript,
     one ``User: ...`` / ``Agent: ...`` line a turn, keeping the most recent part if it grows past
     ``max_transcript_chars``. ``info["messages"]`` holds the same dialogue in chat format
-    (``[{"role": "user" | "assistant", "content": ...}]``).
+    (``[{"role": "user" | "assistant", "content": ...}]``). With ``state_notes=True`` every user
+    turn is followed by a line with the tracker's state and the catalog query
+    (``[heard: a cat | 9 fit: Whiskers Cat Cafe 2?, Daily Grind Coffee 1]``, see
+    :mod:`dialog_env.notes`), in both; the note is built from agent-side state only.
 
     ## Rewards, Starting State, Episode End
 
@@ -70,25 +74,39 @@ class PersonaRecTextEnv(PersonaRecCore):
     |------------------------|------|---------|--------------------------------------|
     | `max_utterance_chars`  | int  | 1000    | longest agent utterance kept         |
     | `max_transcript_chars` | int  | 20000   | longest transcript observation       |
+    | `state_notes`          | bool | False   | state note after every user turn     |
 
     ## Information
 
     `reward_terms`, `turn`, `agent_text` (the sanitised utterance), `user_text`, `outcome`,
     `is_success` and `debug` as in ``PersonaRec-v0``, plus `messages` (chat format),
-    `agent_acts` (the acts parsed from the utterance, as strings) and `utterance_truncated`.
+    `agent_acts` (the acts parsed from the utterance, as strings), `utterance_truncated` and
+    `state_note` (the latest user turn's note, whether or not ``state_notes`` shows it).
 
     ## Version History
 
     * v0: initial release.
     """
 
-    def __init__(self, max_utterance_chars: int = 1000, max_transcript_chars: int = 20000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        max_utterance_chars: int = 1000,
+        max_transcript_chars: int = 20000,
+        state_notes: bool = False,
+        **kwargs: Any,
+    ) -> None:
         for name, val in (("max_utterance_chars", max_utterance_chars), ("max_transcript_chars", max_transcript_chars)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        if not isinstance(state_notes, bool):
+            raise ValueError(f"state_notes must be True or False, got {state_notes!r}")
+        self.state_notes = state_notes
+        self._notes: list[str] = []
         super().__init__(**kwargs)
         # dialog_state() replays need these too (they change how utterances are cut).
-        self._init_kwargs.update(max_utterance_chars=max_utterance_chars, max_transcript_chars=max_transcript_chars)
+        self._init_kwargs.update(
+            max_utterance_chars=max_utterance_chars, max_transcript_chars=max_transcript_chars, state_notes=state_notes
+        )
         self.max_utterance_chars = max_utterance_chars
         self.max_transcript_chars = max_transcript_chars
         self.agent_nlu = AgentNLU(self.lexicon)
@@ -101,8 +119,14 @@ class PersonaRecTextEnv(PersonaRecCore):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         """Start a dialogue; ``options`` as in ``PersonaRec-v0``."""
+        self._notes = []
         self._start(seed, options)
-        info: dict[str, Any] = {"turn": 0, "user_text": self._history[0][1], "messages": self.messages()}
+        info: dict[str, Any] = {
+            "turn": 0,
+            "user_text": self._history[0][1],
+            "state_note": self._notes[-1],
+            "messages": self.messages(),
+        }
         if self.debug:
             info["debug"] = self._debug_info()
         return self._observe(), info
@@ -114,6 +138,7 @@ class PersonaRecTextEnv(PersonaRecCore):
         text, cut = sanitize_utterance(action, self.max_utterance_chars)
         acts = self.agent_nlu.parse(text)
         reward, terminated, truncated, info = self._advance(acts, text)
+        info["state_note"] = self._notes[-1]
         info["messages"] = self.messages()
         info["agent_acts"] = [str(a) for a in acts]
         info["utterance_truncated"] = cut
@@ -126,6 +151,29 @@ class PersonaRecTextEnv(PersonaRecCore):
     def acts_to_text(self, acts: Sequence[DialogueAct]) -> str:
         """Render several agent acts as one utterance, in the world's varied phrasings."""
         return self.agent_nlg.render(tuple(acts), self._agent_rng)
+
+    def _user_turn_read(self, known_before: dict[str, str], declined_before: frozenset[str]) -> None:
+        self._notes.append(state_note(self.world, self.tracker, known_before, declined_before))
+
+    def messages(self, notes: bool | None = None) -> list[dict[str, str]]:
+        """The dialogue in chat format (the agent is the ``assistant``).
+
+        Args:
+            notes: Append each user turn's state note (see :mod:`dialog_env.notes`) to its content,
+                after a newline; ``None`` follows the env's ``state_notes`` argument.
+        """
+        if not (self.state_notes if notes is None else notes):
+            return super().messages()
+        out, k = [], 0
+        for role, text in self._history:
+            if role == ROLE_USER:
+                text, k = f"{text}\n{self._notes[k]}", k + 1
+            out.append({"role": role, "content": text})
+        return out
+
+    def transcript(self) -> str:
+        """The dialogue so far, one ``Role: text`` line a turn (with ``state_notes``, notes after user turns)."""
+        return "\n".join(f"{'User' if m['role'] == ROLE_USER else 'Agent'}: {m['content']}" for m in self.messages())
 
     def _observe(self) -> str:
         text = self.transcript()

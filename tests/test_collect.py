@@ -1,0 +1,108 @@
+"""Demonstration collection: a datasets-readable chat data set, deterministic, non-privileged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+import dialog_env  # noqa: F401 - registers the environments
+from agents.collect import CollectConfig, CollectError, collect, load_demonstrations
+from agents.prompts import NOTES_SYSTEM, PROMPTS, prompt_messages
+from rewards import DEFAULT_WEIGHTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args):
+    cmd = [sys.executable, "-m", "dialog_env.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_collect_is_deterministic_and_loads_with_datasets(tmp_path):
+    cfg = CollectConfig(episodes=16, seed=5)
+    a, b = collect(cfg, tmp_path / "a", progress=False), collect(cfg, tmp_path / "b", progress=False)
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a" / "README.md").read_bytes() == (tmp_path / "b" / "README.md").read_bytes()
+    ds = load_demonstrations(tmp_path / "a")
+    assert len(ds) == 16 and ds["seed"] == list(range(5, 21))
+    assert {"messages", "prompt_style", "prompt_messages", "outcome", "success", "return", "reward_terms"} <= set(
+        ds.column_names
+    )
+    for row in ds:
+        assert row["messages"][0] == {"role": "system", "content": NOTES_SYSTEM}
+        assert set(row["reward_terms"]) == set(DEFAULT_WEIGHTS)
+        weighted = sum(DEFAULT_WEIGHTS[k] * v for k, v in row["reward_terms"].items())
+        assert weighted == pytest.approx(row["return"])
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        assert all("\n[" in u and u.endswith("]") for u in users)  # every user turn carries its note
+    # a different seed gives different dialogues
+    c = collect(CollectConfig(episodes=16, seed=6), tmp_path / "c", progress=False)
+    assert c.read_bytes() != a.read_bytes()
+
+
+def test_agent_turns_use_varied_phrasings(tmp_path):
+    collect(CollectConfig(episodes=40), tmp_path, progress=False)
+    firsts = {row["messages"][2]["content"] for row in load_demonstrations(tmp_path)}
+    assert len(firsts) >= 15
+
+
+@pytest.mark.parametrize("style", list(PROMPTS))
+def test_prompt_messages_are_exactly_the_lm_agents_prompt(tmp_path, style):
+    collect(CollectConfig(episodes=6, prompt=style), tmp_path, progress=False)
+    env = gym.make("dialog_env/PersonaRecText-v0", split="train")
+    for row in load_demonstrations(tmp_path):
+        env.reset(seed=row["seed"])
+        n = row["prompt_messages"]
+        expected = prompt_messages(env.unwrapped, style=style)
+        assert row["messages"][:n] == expected[:n]
+        assert row["messages"][n]["content"].startswith(env.unwrapped.messages()[0]["content"])
+        assert n == (1 if style == "notes" else 8)
+
+
+def test_collect_refuses_privileged_agents(tmp_path):
+    with pytest.raises(CollectError, match="hidden persona"):
+        collect(CollectConfig(agent="oracle", episodes=2), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+    path = collect(CollectConfig(agent="oracle", episodes=2, allow_privileged=True), tmp_path / "y", progress=False)
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_collect_from_other_agents(tmp_path):
+    for agent in ("rule", "always_recommend"):
+        collect(CollectConfig(agent=agent, episodes=3), tmp_path / agent, progress=False)
+        assert {r["agent"] for r in load_demonstrations(tmp_path / agent)} == {agent}
+
+
+def test_cli_collect_and_its_errors(tmp_path):
+    out = tmp_path / "data"
+    r = cli("collect", "--episodes", "3", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 3 dialogues" in r.stdout
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    r = cli("collect", "--episodes", "3", "--out", str(out))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert cli("collect", "--episodes", "3", "--out", str(out), "--overwrite").returncode == 0
+    r = cli("collect", "--agent", "oracle", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--allow-privileged" in r.stderr
+    r = cli("collect", "--prompt", "verbose", "--out", str(tmp_path / "p"))
+    assert r.returncode == 2 and "prompt" in r.stderr and "notes" in r.stderr
+    r = cli("collect", "--episodes", "0", "--out", str(tmp_path / "q"))
+    assert r.returncode == 2 and "episodes" in r.stderr
+
+
+def test_load_demonstrations_errors(tmp_path):
+    with pytest.raises(CollectError, match="does not exist"):
+        load_demonstrations(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CollectError, match="holds no data set"):
+        load_demonstrations(tmp_path / "empty")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hello"}\n')
+    with pytest.raises(CollectError, match="messages"):
+        load_demonstrations(bad)
