@@ -11,11 +11,12 @@ Same as ``dialog-env train sft ...``. See agents/sft.py for the run folder.
 
 import sys
 
+from agents.collect import CollectError
 from agents.sft import SFTConfigError, main
 
 if __name__ == "__main__":
     try:
         main()
-    except SFTConfigError as e:
+    except (SFTConfigError, CollectError) as e:
         print(f"train_sft: error: {e}", file=sys.stderr)
         sys.exit(2)
