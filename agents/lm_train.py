@@ -50,6 +50,7 @@ from dialog_env.lm import DEFAULT_MODEL, resolve_model_path
 from dialog_env.persona import SPLITS
 
 MODES = ("multi", "single")
+LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo")
 
 
 class LMConfigError(ValueError):
@@ -90,6 +91,9 @@ class LMTrainConfig(LMRunFields):
     """clip range of the surrogate"""
     beta: float = 0.0
     """KL coefficient to the base model (0: no reference model)"""
+    loss_type: str = "dapo"
+    """how token losses are averaged (TRL): dapo (over all tokens of the batch: a long dialogue weighs more), grpo
+    (per dialogue, then over dialogues: every dialogue weighs the same), dr_grpo, bnpo"""
     learning_rate: float = 1e-4
     """learning rate (LoRA); use ~1e-5 with --no-lora"""
     max_turns: int = 6
@@ -109,6 +113,8 @@ class LMTrainConfig(LMRunFields):
         """Raise :class:`LMConfigError` naming the field and the allowed values."""
         if self.mode not in MODES:
             raise LMConfigError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
+        if self.loss_type not in LOSS_TYPES:
+            raise LMConfigError(f"loss_type: expected one of {list(LOSS_TYPES)}, got {self.loss_type!r}")
         if self.prompt and self.prompt not in PROMPTS:
             raise LMConfigError(
                 f"prompt: expected one of {list(PROMPTS)} (or empty: the model's own), got {self.prompt!r}"
@@ -228,6 +234,7 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         num_iterations=cfg.num_iterations,
         epsilon=cfg.epsilon,
         beta=cfg.beta,
+        loss_type=cfg.loss_type,
         learning_rate=cfg.learning_rate,
         temperature=cfg.temperature,
         max_completion_length=max_completion,

@@ -92,6 +92,8 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
         (["--time-limit-min", "-1"], "time_limit_min: expected minutes >= 0"),
         (["--temperature", "0"], "temperature: GRPO samples its rollouts"),
         (["--lora-layers", "-1"], "lora_layers: expected an integer >= 0"),
+        (["--loss-type", "ppo"], "loss_type: expected one of ['dapo', 'grpo'"),
+        (["--prompt", "verbose"], "prompt: expected one of ['catalog', 'notes']"),
     ],
 )
 def test_bad_arguments(tmp_path, args, needle):
