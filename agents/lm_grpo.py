@@ -244,7 +244,7 @@ class DialogueRollout:
                         terms[k]["task_failure"] -= 1.0
                 if terminated or truncated or full or turn == self.max_turns - 1:
                     continue
-                content = user_turn_content(self.style, info)
+                content = user_turn_content(self.style, cores[k], info)
                 user = user_turn_text(tokenizer, histories[k], content)
                 user_ids = tokenizer(user, add_special_tokens=False)["input_ids"]
                 histories[k].append({"role": "user", "content": content})

@@ -141,9 +141,9 @@ def prompt_messages(
     return [{"role": "system", "content": system_prompt(core, summary, style)}, *shown, *dialogue]
 
 
-def user_turn_content(style: PromptStyle, info: dict[str, Any]) -> str:
+def user_turn_content(style: PromptStyle, core: PersonaRecCore, info: dict[str, Any]) -> str:
     """What the policy reads of the user's latest turn: its text, and the state note in the ``notes`` style."""
-    return f"{info['user_text']}\n{info['state_note']}" if style.notes else info["user_text"]
+    return f"{info['user_text']}\n{core.note()}" if style.notes else info["user_text"]  # type: ignore[attr-defined]
 
 
 def policy_prompt(model: Any) -> str:

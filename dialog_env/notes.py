@@ -16,10 +16,8 @@ never the persona, and it is appended to a user turn, so a dialogue's token sequ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from dialog_env.fit import candidates, ranked
-from dialog_env.tracker import DialogueStateTracker
+from dialog_env.tracker import TrackerView
 from dialog_env.world import World
 
 #: Items named in a note at most.
@@ -28,28 +26,29 @@ NOTE_ITEMS = 3
 
 def state_note(
     world: World,
-    tracker: DialogueStateTracker,
-    known_before: Mapping[str, str],
-    declined_before: frozenset[str] | set[str],
+    goal: str | None,
+    after: TrackerView,
+    before: TrackerView | None = None,
     items: int = NOTE_ITEMS,
 ) -> str:
-    """The note for the user turn the tracker has just read.
+    """The note for a user turn, from the tracker's state before and after reading it.
 
     Args:
-        world: The world.
-        tracker: The tracker, after the user turn.
-        known_before: What the tracker knew before the turn (to say what was heard in it).
-        declined_before: Slots declined before the turn.
+        world: The world (public catalog).
+        goal: The category the tracker heard the user ask for.
+        after: The tracker's view after the turn.
+        before: Its view before the turn (to say what was heard in it); ``None`` for the opening.
         items: Most items named.
 
     Returns:
         ``"[heard: ... | N fit: A 2, B 1?]"``; ``heard`` is left out when the turn added nothing.
     """
-    known = tracker.known()
+    known = after.known
+    known_before = before.known if before is not None else {}
+    declined_before = before.declined if before is not None else frozenset()
     heard = [world.value(s, v).short for s, v in known.items() if known_before.get(s) != v]
-    heard += [f"declined {s.noun}" for s in world.slots if tracker.declined[s.index] and s.name not in declined_before]
-    rejected = {it.id for it in world.items if tracker.rejected[it.index]}
-    cands = ranked(candidates(world, tracker.goal, known, rejected))
+    heard += [f"declined {s.noun}" for s in world.slots if s.name in after.declined and s.name not in declined_before]
+    cands = ranked(candidates(world, goal, known, after.rejected))
     shown = [f"{c.item.name} {c.appeal}{'' if c.safe else '?'}" for c in cands[:items] if c.appeal >= 1]
     fit = f"{len(cands)} fit" + (": " + ", ".join(shown) if shown else "")
     return "[" + (f"heard: {', '.join(heard)} | " if heard else "") + fit + "]"

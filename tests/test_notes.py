@@ -34,10 +34,12 @@ def test_notes_follow_every_user_turn_when_asked():
     assert len(notes) == len(infos) and all(n.startswith("[") and n.endswith("]") for n in notes)
     assert notes == [i["state_note"] for i in infos]
     assert all(n in obs for n in notes)
-    # Without the option the observation and messages are unchanged, and info still has the note.
+    # Without the option the observation, messages and info are unchanged; the notes are there on demand.
     plain = gym.make(TEXT_ID, split="test")
     obs2, infos2 = play(plain, make_agent("planner"), 3)
-    assert [i["state_note"] for i in infos2] == notes
+    assert all("state_note" not in i for i in infos2)
+    assert [plain.unwrapped.note(k) for k in range(len(infos2))] == notes
+    assert plain.unwrapped.note() == notes[-1]
     assert "[" not in obs2 and all("\n" not in m["content"] for m in infos2[-1]["messages"])
     assert plain.unwrapped.messages(notes=True) == msgs
 
@@ -67,11 +69,12 @@ def test_notes_use_agent_side_state_only():
     core = env.unwrapped
     env.reset(seed=11)
     env.step("What kind of music do you like?")
-    before = core.tracker.known()
-    note = state_note(core.world, core.tracker, {}, frozenset())
-    core.persona = None  # the note never needs it
-    assert state_note(core.world, core.tracker, {}, frozenset()) == note
-    assert all(core.world.value(s, v).short in note for s, v in before.items())
+    view = core.tracker.view()
+    note = state_note(core.world, core.tracker.goal, view)
+    assert note == core.note() or "heard" in note  # from the opening's point of view, every fact is new
+    core.persona, core.user = None, None  # the note never needs them
+    assert state_note(core.world, core.tracker.goal, view) == note
+    assert all(core.world.value(s, v).short in note for s, v in view.known.items())
 
 
 def test_notes_are_deterministic():

@@ -15,7 +15,7 @@ from dialog_env.context import TurnContext
 from dialog_env.nlg import AgentNLG
 from dialog_env.nlu import Lexicon
 from dialog_env.persona import SPLITS, Persona, PersonaSampler, coerce_persona, load_personas
-from dialog_env.tracker import DialogueStateTracker
+from dialog_env.tracker import DialogueStateTracker, TrackerView
 from dialog_env.user import AgendaUser, UserTurn
 from dialog_env.world import World, load_world
 from rewards.compose import WeightedReward
@@ -149,7 +149,7 @@ class PersonaRecCore(gym.Env):
         opening = self.user.reset(persona, goal, self._rng, acceptable=ok)
         text = self._heard(opening)[1]
         self.tracker.update_user(text, opening.acts)
-        self._user_turn_read({}, frozenset())
+        self._user_turn_read(None, self.tracker.view())
         self._revealed = dict(self.user.revealed)
         self._history = [(ROLE_USER, text)]
         self._rewards = []
@@ -157,8 +157,8 @@ class PersonaRecCore(gym.Env):
         self._episode_over = False
         return opening
 
-    def _user_turn_read(self, known_before: dict[str, str], declined_before: frozenset[str]) -> None:
-        """Hook: the tracker has just read a user turn (the text env writes its state note here)."""
+    def _user_turn_read(self, before: TrackerView | None, after: TrackerView) -> None:
+        """Hook: the tracker has just read a user turn (the text env keeps what its state note needs)."""
 
     def _check_running(self) -> None:
         if self._episode_over:
@@ -194,7 +194,8 @@ class PersonaRecCore(gym.Env):
         turn = self.user.respond(acts, agent_text)
         _, user_text = self._heard(turn)
         self.tracker.update_user(user_text, turn.acts)
-        self._user_turn_read(before.known, before.declined)
+        after = self.tracker.view()
+        self._user_turn_read(before, after)
         revealed_before, self._revealed = self._revealed, dict(self.user.revealed)
         truncated = turn.outcome is None and self._turn + 1 >= self.max_turns
         outcome = "truncated" if truncated else turn.outcome
@@ -207,7 +208,7 @@ class PersonaRecCore(gym.Env):
             user_acts=turn.acts,
             history=history,
             before=before,
-            after=self.tracker.view(),
+            after=after,
             persona=self.persona,
             goal=self.goal,
             revealed_before=revealed_before,

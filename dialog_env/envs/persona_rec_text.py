@@ -13,6 +13,7 @@ from dialog_env.acts import DialogueAct
 from dialog_env.envs.core import ROLE_USER, PersonaRecCore
 from dialog_env.nlu import AgentNLU
 from dialog_env.notes import state_note
+from dialog_env.tracker import TrackerView
 
 #: Characters of utterances and transcripts: printable ASCII (space included) and newline.
 CHARSET = frozenset(string.printable) - set("\t\r\x0b\x0c")
@@ -80,8 +81,9 @@ class PersonaRecTextEnv(PersonaRecCore):
 
     `reward_terms`, `turn`, `agent_text` (the sanitised utterance), `user_text`, `outcome`,
     `is_success` and `debug` as in ``PersonaRec-v0``, plus `messages` (chat format),
-    `agent_acts` (the acts parsed from the utterance, as strings), `utterance_truncated` and
-    `state_note` (the latest user turn's note, whether or not ``state_notes`` shows it).
+    `agent_acts` (the acts parsed from the utterance, as strings), `utterance_truncated` and, with
+    ``state_notes``, `state_note` (the latest user turn's note). Without the option the notes are not
+    rendered (they cost about a third of a step) but stay available: ``env.unwrapped.note()``.
 
     ## Version History
 
@@ -101,6 +103,8 @@ class PersonaRecTextEnv(PersonaRecCore):
         if not isinstance(state_notes, bool):
             raise ValueError(f"state_notes must be True or False, got {state_notes!r}")
         self.state_notes = state_notes
+        # Per user turn, what its note needs (tracker views before and after); notes are rendered on demand.
+        self._note_states: list[tuple[TrackerView | None, TrackerView, str | None]] = []
         self._notes: list[str] = []
         super().__init__(**kwargs)
         # dialog_state() replays need these too (they change how utterances are cut).
@@ -119,14 +123,15 @@ class PersonaRecTextEnv(PersonaRecCore):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         """Start a dialogue; ``options`` as in ``PersonaRec-v0``."""
-        self._notes = []
+        self._note_states, self._notes = [], []
         self._start(seed, options)
         info: dict[str, Any] = {
             "turn": 0,
             "user_text": self._history[0][1],
-            "state_note": self._notes[-1],
             "messages": self.messages(),
         }
+        if self.state_notes:
+            info["state_note"] = self.note()
         if self.debug:
             info["debug"] = self._debug_info()
         return self._observe(), info
@@ -138,7 +143,8 @@ class PersonaRecTextEnv(PersonaRecCore):
         text, cut = sanitize_utterance(action, self.max_utterance_chars)
         acts = self.agent_nlu.parse(text)
         reward, terminated, truncated, info = self._advance(acts, text)
-        info["state_note"] = self._notes[-1]
+        if self.state_notes:
+            info["state_note"] = self.note()
         info["messages"] = self.messages()
         info["agent_acts"] = [str(a) for a in acts]
         info["utterance_truncated"] = cut
@@ -152,8 +158,20 @@ class PersonaRecTextEnv(PersonaRecCore):
         """Render several agent acts as one utterance, in the world's varied phrasings."""
         return self.agent_nlg.render(tuple(acts), self._agent_rng)
 
-    def _user_turn_read(self, known_before: dict[str, str], declined_before: frozenset[str]) -> None:
-        self._notes.append(state_note(self.world, self.tracker, known_before, declined_before))
+    def _user_turn_read(self, before: TrackerView | None, after: TrackerView) -> None:
+        self._note_states.append((before, after, self.tracker.goal))
+
+    def note(self, turn: int = -1) -> str:
+        """The state note of a user turn (default: the latest), rendered once on first use.
+
+        Args:
+            turn: Index of the user turn, 0 being the opening; negative counts from the latest.
+        """
+        k = range(len(self._note_states))[turn]
+        while len(self._notes) <= k:
+            before, after, goal = self._note_states[len(self._notes)]
+            self._notes.append(state_note(self.world, goal, after, before))
+        return self._notes[k]
 
     def messages(self, notes: bool | None = None) -> list[dict[str, str]]:
         """The dialogue in chat format (the agent is the ``assistant``).
@@ -167,7 +185,7 @@ class PersonaRecTextEnv(PersonaRecCore):
         out, k = [], 0
         for role, text in self._history:
             if role == ROLE_USER:
-                text, k = f"{text}\n{self._notes[k]}", k + 1
+                text, k = f"{text}\n{self.note(k)}", k + 1
             out.append({"role": role, "content": text})
         return out
 
