@@ -14,6 +14,13 @@ sequence (never from re-tokenised text), so what is trained is what was sampled.
 The env's return and each reward term's episode sum are passed to the reward functions as extra
 fields (``env_return``, ``reward_terms``, ``turn_contexts``): :func:`env_return` is the default
 reward, and any dialog_env reward works through :func:`rewards.to_trl` on ``turn_contexts``.
+
+Turn-level credit (:class:`TurnCreditGRPOTrainer`): the rollout also returns each agent turn's
+immediate reward (the step reward without the dialogue's outcome terms, ``task_success`` and
+``task_failure``) and, per completion token, the agent turn it belongs to (``token_turns``; -1 on
+user and template tokens). The trainer adds to every agent token's dialogue advantage the
+group-normalised immediate reward of its own turn, so a question that repeats a known fact or a
+recommendation the user turns down is blamed on that turn, not on the whole dialogue.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from dialog_env.lm import GenerationConfig, IncrementalBatch, generate_from_ids,
 
 TEXT_ENV_ID = "dialog_env/PersonaRecText-v0"
 SEED_KEY = "dialog_env_seed"
+OUTCOME_TERMS = ("task_success", "task_failure")
+"""Terms that score the dialogue's outcome: left out of a turn's immediate reward."""
 
 
 def task_prompt(core: PersonaRecCore, seed: int, prompt: str = DEFAULT_PROMPT) -> list[dict[str, Any]]:
@@ -97,11 +106,13 @@ class DialogueRollout:
         self.max_turns, self.max_new_tokens = max_turns, max_new_tokens
         self.style: PromptStyle = get_prompt(prompt)
         self._envs: list[gym.Env] = []
+        self.last_output: dict[str, list[Any]] | None = None
         self.__name__ = "DialogueRollout"
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_envs"] = []
+        state["last_output"] = None
         return state
 
     def _env(self, k: int) -> gym.Env:
@@ -136,7 +147,8 @@ class DialogueRollout:
             model.eval()
             try:
                 with torch.autocast(model.device.type, dtype=half, enabled=half is not None):
-                    return self.rollout(model, tokenizer, seeds, self.generation_config(trainer), limit)
+                    self.last_output = self.rollout(model, tokenizer, seeds, self.generation_config(trainer), limit)
+                    return self.last_output
             finally:
                 model.train(was_training)
 
@@ -204,6 +216,8 @@ class DialogueRollout:
             prompt_ids.append(render_ids(tokenizer, history))
         completion: list[list[int]] = [[] for _ in range(n)]
         mask: list[list[int]] = [[] for _ in range(n)]
+        token_turns: list[list[int]] = [[] for _ in range(n)]
+        turn_rewards: list[list[float]] = [[] for _ in range(n)]
         returns = [0.0] * n
         terms: list[dict[str, float]] = [{} for _ in range(n)]
         contexts: list[list[Any]] = [[] for _ in range(n)]
@@ -223,13 +237,18 @@ class DialogueRollout:
                 text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 completion[k] += tokens
                 mask[k] += [1] * len(tokens)
+                token_turns[k] += [turn] * len(tokens)
                 closing = []
                 if not tokens or tokens[-1] != eos:  # cut by the token cap: close the turn as the template would
                     closing = [eos]
                     completion[k] += closing
                     mask[k].append(0)
+                    token_turns[k].append(-1)
                 _, reward, terminated, truncated, info = envs[k].step(text)
                 returns[k] += reward
+                weights = cores[k].reward_fn.weights
+                outcome = sum(weights.get(t, 0.0) * info["reward_terms"].get(t, 0.0) for t in OUTCOME_TERMS)
+                turn_rewards[k].append(float(reward - outcome))
                 for t, v in info["reward_terms"].items():
                     terms[k][t] = terms[k].get(t, 0.0) + v
                 contexts[k].append(cores[k].last_context)
@@ -250,6 +269,7 @@ class DialogueRollout:
                 histories[k].append({"role": "user", "content": content})
                 completion[k] += user_ids
                 mask[k] += [0] * len(user_ids)
+                token_turns[k] += [-1] * len(user_ids)
                 still.append(k)
                 appended.append((row, closing + user_ids))
             if batch is not None and still:
@@ -259,11 +279,14 @@ class DialogueRollout:
         if max_completion_tokens is not None:
             completion = [c[:max_completion_tokens] for c in completion]
             mask = [m[:max_completion_tokens] for m in mask]
+            token_turns = [t[:max_completion_tokens] for t in token_turns]
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": completion,
             "logprobs": None,  # no vLLM: TRL recomputes old log-probs itself when it needs them
             "env_mask": mask,
+            "token_turns": token_turns,
+            "turn_rewards": turn_rewards,
             "env_return": returns,
             "reward_terms": terms,
             "turn_contexts": contexts,

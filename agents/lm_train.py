@@ -19,6 +19,7 @@ tokenizer, loadable as ``lm:<run>/final_model``). The same script runs under
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from collections.abc import Sequence
@@ -94,6 +95,9 @@ class LMTrainConfig(LMRunFields):
     loss_type: str = "dapo"
     """how token losses are averaged (TRL): dapo (over all tokens of the batch: a long dialogue weighs more), grpo
     (per dialogue, then over dialogues: every dialogue weighs the same), dr_grpo, bnpo"""
+    turn_credit: float = 0.0
+    """weight of turn-level advantages (multi mode): each agent turn's group-normalised immediate reward is added to
+    its tokens' dialogue advantage; 0 gives every token the dialogue's advantage (TRL's GRPO)"""
     learning_rate: float = 1e-4
     """learning rate (LoRA); use ~1e-5 with --no-lora"""
     max_turns: int = 6
@@ -137,6 +141,10 @@ class LMTrainConfig(LMRunFields):
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
                 f"num_generations ({self.num_generations})"
             )
+        if not (self.turn_credit >= 0 and math.isfinite(self.turn_credit)):
+            raise LMConfigError(f"turn_credit: expected a finite number >= 0, got {self.turn_credit!r}")
+        if self.turn_credit and self.mode != "multi":
+            raise LMConfigError("turn_credit: turn-level advantages need mode multi (whole dialogues per rollout)")
         if not self.temperature > 0:
             raise LMConfigError(f"temperature: GRPO samples its rollouts; expected > 0, got {self.temperature!r}")
         if not 0.0 <= self.noise < 1.0:
@@ -247,7 +255,13 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         use_cpu=not has_accelerator(),
         gradient_checkpointing=False,
     )
-    return GRPOTrainer(
+    extra: dict[str, Any] = {}
+    trainer_class: Any = GRPOTrainer
+    if cfg.turn_credit:
+        from agents.lm_credit import TurnCreditGRPOTrainer
+
+        trainer_class, extra = TurnCreditGRPOTrainer, {"turn_credit": cfg.turn_credit}
+    return trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -256,6 +270,7 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         rollout_func=rollout,
         peft_config=peft_config,
         callbacks=[time_limit_callback(cfg.time_limit_min)] if cfg.time_limit_min else None,
+        **extra,
     )
 
 

@@ -224,3 +224,73 @@ def test_rollout_in_the_notes_style_shows_the_notes(tiny):
     users = [m["content"] for m in out["transcript"][0] if m["role"] == "user"]
     assert all("\n[" in u for u in users)
     assert "Catalog" not in tok.decode(out["prompt_ids"][0])
+
+
+def test_rollout_marks_each_agent_token_with_its_turn(tiny):
+    out = play(tiny, [0, 1, 2])
+    for mask, turns, rewards, ret, terms in zip(
+        out["env_mask"], out["token_turns"], out["turn_rewards"], out["env_return"], out["reward_terms"], strict=True
+    ):
+        assert len(turns) == len(mask)
+        assert all((t >= 0) == bool(m) for t, m in zip(turns, mask, strict=True))
+        agent_turns = sorted({t for t in turns if t >= 0})
+        assert agent_turns == list(range(len(rewards)))  # every played turn has tokens and one immediate reward
+        outcome = sum(DEFAULT_WEIGHTS[t] * terms[t] for t in ("task_success", "task_failure"))
+        assert sum(rewards) + outcome == pytest.approx(ret)
+
+
+def test_turn_advantages_blame_the_turn_that_earned_the_penalty():
+    from agents.lm_credit import turn_advantages
+
+    adv = torch.tensor([1.0, -1.0, 0.5, 0.5])
+    token_turns = [[0, 0, -1, 1, 1], [0, -1, 1], [0, 0], [0]]
+    turn_rewards = [[-1.0, -6.0], [-1.0, -1.0], [-1.0], [-1.0]]  # group 2: all equal, no turn term
+    out = turn_advantages(adv, token_turns, turn_rewards, group_size=2, width=6, turn_credit=1.0)
+    assert out.shape == (4, 6)
+    pooled = torch.tensor([-1.0, -6.0, -1.0, -1.0])
+    z = (pooled - pooled.mean()) / pooled.std()
+    assert out[0, :2].tolist() == pytest.approx([1.0 + z[0].item()] * 2)
+    assert out[0, 3:5].tolist() == pytest.approx([1.0 + z[1].item()] * 2)  # the costly turn is blamed
+    assert out[0, 2].item() == pytest.approx(1.0) and out[0, 5].item() == pytest.approx(1.0)  # user token, pad
+    assert out[1, 0].item() == pytest.approx(-1.0 + z[2].item())
+    assert out[0, 3] < out[0, 0]  # the rejected turn is below its dialogue's good turn
+    assert torch.equal(out[2:], torch.full((2, 6), 0.5))  # constant immediate rewards: dialogue advantage only
+    plain = turn_advantages(adv, token_turns, turn_rewards, group_size=2, width=6, turn_credit=0.0)
+    assert torch.equal(plain, adv.unsqueeze(1).repeat(1, 6))
+    with pytest.raises(ValueError, match="groups of 3"):
+        turn_advantages(adv, token_turns, turn_rewards, group_size=3, width=6, turn_credit=1.0)
+
+
+def test_turn_credit_trainer_trains_with_per_token_advantages(tiny_path, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig
+
+    from agents.lm_credit import TurnCreditGRPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    cfg = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_steps=1, num_iterations=1,
+        beta=0.0, learning_rate=1e-3, logging_steps=1, report_to=[], use_cpu=True, max_completion_length=128,
+        temperature=1.0, save_strategy="no", seed=0,
+    )  # fmt: skip
+    rollout = DialogueRollout(max_turns=3, max_new_tokens=6)
+    trainer = TurnCreditGRPOTrainer(
+        model=model, args=cfg, train_dataset=build_task_dataset(4), processing_class=tok,
+        reward_funcs=[env_return], rollout_func=rollout, turn_credit=1.0,
+    )  # fmt: skip
+    seen = []
+    original = TurnCreditGRPOTrainer._generate_and_score_completions
+
+    def spy(self, inputs):
+        out = original(self, inputs)
+        seen.append(out["advantages"])
+        return out
+
+    trainer._generate_and_score_completions = spy.__get__(trainer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert seen and seen[0].dim() == 2 and seen[0].shape[0] == 4
+    assert rollout.last_output is not None

@@ -94,6 +94,8 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
         (["--lora-layers", "-1"], "lora_layers: expected an integer >= 0"),
         (["--loss-type", "ppo"], "loss_type: expected one of ['dapo', 'grpo'"),
         (["--prompt", "verbose"], "prompt: expected one of ['catalog', 'notes']"),
+        (["--turn-credit", "-1"], "turn_credit: expected a finite number >= 0"),
+        (["--turn-credit", "1", "--mode", "single"], "turn_credit: turn-level advantages need mode multi"),
     ],
 )
 def test_bad_arguments(tmp_path, args, needle):
