@@ -88,7 +88,7 @@ class EpisodeAccumulator:
             success=outcome == "accepted",
             contradiction_rate=self.bad_turns / self.turns,
             consistency=float(np.mean(self.consistency)),
-            slots_discovered=len(self.core.user.revealed),
+            slots_discovered=len(self.core.judge.revealed),
             turns=self.turns,
             return_=self.ret,
             jga=self.jga_hits / self.turns,

@@ -12,7 +12,7 @@ from dialog_env.world import World
 
 CONTRADICTION_PENALTY = 2.0
 #: Outcomes that end a dialogue without an accepted recommendation.
-FAILURES = frozenset({"left", "bye", "truncated"})
+FAILURES = frozenset({"left", "bye", "truncated", "false_accept"})
 
 
 def consistency_counts(ctx: TurnContext) -> tuple[int, int]:
@@ -94,7 +94,8 @@ def task_failure(ctx: TurnContext) -> float:
     """-1 on the turn a dialogue ends without an accepted recommendation, else 0.
 
     The user left (patience, too many rejections), answered the agent's goodbye, or the turn limit
-    ran out (``outcome`` ``"truncated"``). Weighted above a rejected recommendation, it makes giving
+    ran out (``outcome`` ``"truncated"``), or the simulator claimed an acceptance the world's judge
+    does not grant (``"false_accept"``). Weighted above a rejected recommendation, it makes giving
     up or stalling cost more than trying.
     """
     return -1.0 if ctx.outcome in FAILURES else 0.0

@@ -216,7 +216,7 @@ def test_observations_and_info_never_contain_unrevealed_persona_facts(mode, nois
         for seed in range(15):
             obs, info = env.reset(seed=seed)
             agent.reset(env, seed=seed)
-            revealed = set(core.user.revealed)
+            revealed = set(core.judge.revealed)
             while True:
                 assert env.observation_space.contains(obs)
                 where = f"{mode} noise={noise} {agent_name} seed={seed} turn={core.turn}"
@@ -226,7 +226,7 @@ def test_observations_and_info_never_contain_unrevealed_persona_facts(mode, nois
                     assert _belief_not_uniform(core, obs, revealed) == [], where
                 obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
                 steps += 1
-                before, revealed = revealed, set(core.user.revealed)
+                before, revealed = revealed, set(core.judge.revealed)
                 assert before <= revealed  # facts stay revealed
                 if terminated or truncated:
                     assert not {"persona", "traits", "goal", "debug"} & all_keys(info), where
@@ -255,7 +255,7 @@ def test_debug_adds_the_persona_to_info(env_id):
     assert info["debug"]["persona"] == core.persona.to_dict()
     _, _, _, _, info = env.step(env.action_space.sample() if env_id == ACT_ID else "Any pets?")
     assert info["debug"]["persona"] == core.persona.to_dict()
-    assert info["debug"]["revealed"] == core.user.revealed
+    assert info["debug"]["revealed"] == core.judge.revealed
     _, info = gym.make(env_id).reset(seed=5)
     assert "debug" not in info
 

@@ -126,12 +126,12 @@ def test_prompt_holds_only_agent_side_knowledge():
     env.reset(seed=4)
     prompt = system_prompt(env, summary=True)
     for slot, value in env.persona.values.items():
-        if slot not in env.user.revealed:
+        if slot not in env.judge.revealed:
             v = env.world.value(slot, value)
             assert v.you not in prompt and v.fact not in prompt
     env.step("Do you have any pets?")
-    if "pet" in env.user.revealed:
-        assert env.world.value("pet", env.user.revealed["pet"]).you in system_prompt(env, summary=True)
+    if "pet" in env.judge.revealed:
+        assert env.world.value("pet", env.judge.revealed["pet"]).you in system_prompt(env, summary=True)
 
 
 @pytest.mark.real_model

@@ -400,7 +400,7 @@ def _dialog_with_a_revealed_fact():
             _, _, terminated, _, _ = env.step(slot.questions[0])
             if terminated:
                 break
-        if core.user.revealed and not terminated:
+        if core.judge.revealed and not terminated:
             return env, seed
     raise AssertionError("no seed revealed a fact")
 
@@ -429,7 +429,7 @@ def test_to_trl_single_turn_dialog_state_column():
     state = core.dialog_state()
     assert state["seed"] == seed and len(state["agent_turns"]) >= 1
     json.dumps(state)  # a dataset column must be serialisable
-    slot, value = next(iter(core.user.revealed.items()))
+    slot, value = next(iter(core.judge.revealed.items()))
     true = core.world.value(slot, value)
     wrong = next(v for v in core.world.slot[slot].values if v.id != value)
     consistent = f"I understand that {true.you}."
@@ -463,7 +463,7 @@ def test_to_trl_scores_a_consistent_recommendation_above_a_contradicting_one():
     env, _ = _dialog_with_a_revealed_fact()
     core = env.unwrapped
     state = core.dialog_state()
-    revealed = core.user.revealed
+    revealed = core.judge.revealed
     goal = core.goal
     fits = [i for i in core.world.items if i.category == goal and not i.violated_slots(revealed)]
     clashes = [i for i in core.world.items if i.category != goal]
@@ -548,7 +548,7 @@ def test_to_trl_inside_trls_own_calculate_rewards():
     env, _ = _dialog_with_a_revealed_fact()
     core = env.unwrapped
     state = core.dialog_state()
-    slot, value = next(iter(core.user.revealed.items()))
+    slot, value = next(iter(core.judge.revealed.items()))
     wrong = next(v for v in core.world.slot[slot].values if v.id != value)
     texts = [f"I understand that {core.world.value(slot, value).you}.", f"I understand that {wrong.you}."]
     funcs = [to_trl("persona_consistency"), to_trl("turn_cost")]

@@ -295,8 +295,8 @@ def test_rule_tracker_is_exact_in_text_mode():
             obs, _, terminated, truncated, info = env.step(utterance)
             done = terminated or truncated
             turns += 1
-            if core.tracker.known() != core.user.revealed:
-                bad.append(f"{utterance!r} -> {info['user_text']!r}: {core.tracker.known()} vs {core.user.revealed}")
+            if core.tracker.known() != core.judge.revealed:
+                bad.append(f"{utterance!r} -> {info['user_text']!r}: {core.tracker.known()} vs {core.judge.revealed}")
     env.close()
     assert turns > 200
     assert not bad, "\n".join(bad[:10])
@@ -318,7 +318,7 @@ def test_rule_tracker_is_exact_when_two_questions_share_a_turn():
             obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
             done = terminated or truncated
             view = core.tracker.view()
-            assert view.known == core.user.revealed, f"seed {seed}: {view.known} vs {core.user.revealed}"
+            assert view.known == core.judge.revealed, f"seed {seed}: {view.known} vs {core.judge.revealed}"
             assert view.declined == core.user.declined, f"seed {seed}: {view.declined} vs {core.user.declined}"
             declines += sum(a.intent == A.DECLINE for a in core.last_context.user_acts)
     assert declines > 50

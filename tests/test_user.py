@@ -12,7 +12,7 @@ from dialog_env import acts as A
 from dialog_env.acts import DialogueAct as Act
 from dialog_env.nlu import Lexicon, UserNLU
 from dialog_env.persona import Persona
-from dialog_env.user import AgendaUser, AgendaUserConfig, UserSimulator, UserTurn
+from dialog_env.users import AgendaUser, AgendaUserConfig, UserSimulator, UserTurn
 from dialog_env.world import load_world
 
 LEVELS = ("low", "medium", "high")

@@ -12,11 +12,12 @@ import numpy as np
 from dialog_env import acts as A
 from dialog_env.acts import ActTable, DialogueAct
 from dialog_env.context import TurnContext
+from dialog_env.judge import Judge
 from dialog_env.nlg import AgentNLG
 from dialog_env.nlu import Lexicon
 from dialog_env.persona import SPLITS, Persona, PersonaSampler, coerce_persona, load_personas
 from dialog_env.tracker import DialogueStateTracker, TrackerView
-from dialog_env.user import AgendaUser, UserTurn
+from dialog_env.users import DEFAULT_USER, UserTurn, make_user
 from dialog_env.world import World, load_world
 from rewards.compose import WeightedReward
 
@@ -47,6 +48,7 @@ class PersonaRecCore(gym.Env):
         persona_file: str | None = None,
         noise: float = 0.0,
         tracker: str = "rule",
+        user: str = DEFAULT_USER,
         reward_weights: Mapping[str, float] | None = None,
         max_turns: int = 20,
         render_mode: str | None = None,
@@ -68,6 +70,7 @@ class PersonaRecCore(gym.Env):
             "persona_file": persona_file,
             "noise": noise,
             "tracker": tracker,
+            "user": user,
             "reward_weights": dict(reward_weights) if reward_weights is not None else None,
             "max_turns": max_turns,
         }
@@ -93,7 +96,9 @@ class PersonaRecCore(gym.Env):
             self._mask[tab.confirm_start : tab.recommend_start],
             self._mask[tab.recommend_start : tab.chitchat],
         )  # chitchat and bye stay allowed
-        self.user = AgendaUser(self.world)
+        self.user = make_user(user, self.world)
+        # The world's judge decides acceptance and what was truly revealed; the simulator cannot.
+        self.judge = Judge(self.world)
         try:
             self.reward_fn = WeightedReward(reward_weights)
         except ValueError as e:
@@ -108,6 +113,9 @@ class PersonaRecCore(gym.Env):
         # Template phrasing of agent acts has its own stream, so the user's behaviour does not depend
         # on how an utterance was produced (act_to_text or an LM): dialog_state() replays exactly.
         self._agent_rng: random.Random | None = None
+        # The noisy channel draws from a third stream: with the same seed and agent actions, the
+        # user's true acts are the same at every noise level (paired comparisons).
+        self._noise_rng: random.Random | None = None
         self._history: list[tuple[str, str]] = []
         self._rewards: list[dict[str, float]] = []
 
@@ -139,6 +147,7 @@ class PersonaRecCore(gym.Env):
         if seed is not None or self._rng is None:
             self._rng = random.Random(int(self.np_random.integers(2**63)))
             self._agent_rng = random.Random(int(self.np_random.integers(2**63)))
+            self._noise_rng = random.Random(int(self.np_random.integers(2**63)))
         if "goal" not in options:
             # A goal the persona can be satisfied in (any goal if none can).
             cats = sorted(set(self.world.item_category[ok].tolist())) or list(range(len(self.world.categories)))
@@ -146,11 +155,14 @@ class PersonaRecCore(gym.Env):
         self.persona, self.goal = persona, goal
         self._value_idx = value_idx
         self.tracker.reset()
-        opening = self.user.reset(persona, goal, self._rng, acceptable=ok)
+        self.judge.start(persona, goal, ok)
+        opening = self.user.reset(persona, goal, self._rng, self.judge)
+        if self.judge.read((), opening) is not None:
+            raise RuntimeError(f"user {self._init_kwargs['user']!r} ended the dialogue in its opening turn")
         text = self._heard(opening)[1]
         self.tracker.update_user(text, opening.acts)
         self._user_turn_read(None, self.tracker.view())
-        self._revealed = dict(self.user.revealed)
+        self._revealed = dict(self.judge.revealed)
         self._history = [(ROLE_USER, text)]
         self._rewards = []
         self._turn = 0
@@ -168,7 +180,7 @@ class PersonaRecCore(gym.Env):
         """Pass the user's turn through the semantic-error channel (PyDial's noise model)."""
         if self.noise <= 0.0:
             return turn.acts, turn.text
-        rng, heard, changed = self._rng, [], False
+        rng, heard, changed = self._noise_rng, [], False
         for a in turn.acts:
             if a.intent in (A.INFORM, A.AFFIRM) and rng.random() < self.noise:
                 others = [v for v in self.world.slot[a.slot].value_ids if v != a.value]
@@ -178,7 +190,7 @@ class PersonaRecCore(gym.Env):
         if not changed:
             return turn.acts, turn.text
         acts = tuple(heard)
-        return acts, self.user.render(acts)
+        return acts, self.user.render(acts, rng)
 
     def _advance(self, acts: tuple[DialogueAct, ...], agent_text: str) -> tuple[float, bool, bool, dict[str, Any]]:
         """Run one agent turn through user, channel, tracker and rewards.
@@ -192,13 +204,14 @@ class PersonaRecCore(gym.Env):
         history = tuple(self._history)
         self.tracker.update_agent(acts)
         turn = self.user.respond(acts, agent_text)
+        judged = self.judge.read(acts, turn)
         _, user_text = self._heard(turn)
         self.tracker.update_user(user_text, turn.acts)
         after = self.tracker.view()
         self._user_turn_read(before, after)
-        revealed_before, self._revealed = self._revealed, dict(self.user.revealed)
-        truncated = turn.outcome is None and self._turn + 1 >= self.max_turns
-        outcome = "truncated" if truncated else turn.outcome
+        revealed_before, self._revealed = self._revealed, dict(self.judge.revealed)
+        truncated = judged is None and self._turn + 1 >= self.max_turns
+        outcome = "truncated" if truncated else judged
         ctx = TurnContext(
             world=self.world,
             turn=self._turn,
@@ -221,7 +234,7 @@ class PersonaRecCore(gym.Env):
         self._history += [(ROLE_AGENT, agent_text), (ROLE_USER, user_text)]
         self._turn += 1
         self.last_context = ctx
-        terminated = turn.outcome is not None
+        terminated = judged is not None
         self._episode_over = terminated or truncated
         info: dict[str, Any] = {
             "reward_terms": terms,

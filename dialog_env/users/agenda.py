@@ -1,54 +1,21 @@
-"""Simulated users: the :class:`UserSimulator` protocol and the rule-based :class:`AgendaUser`."""
+"""The rule-based agenda user (the default simulator, registered as ``agenda``)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from dialog_env import acts as A
 from dialog_env.acts import DialogueAct
 from dialog_env.nlg import UserNLG
 from dialog_env.persona import Persona
+from dialog_env.users.base import UserTurn
 from dialog_env.world import Item, World
 
-
-@dataclass(frozen=True, slots=True)
-class UserTurn:
-    """What the user says: its true acts (private to the environment) and its text.
-
-    Attributes:
-        acts: The user's true dialogue acts.
-        text: The rendered utterance.
-        outcome: ``"accepted"`` (took a recommendation), ``"left"`` (ran out of patience),
-            ``"bye"`` (answered the agent's farewell) or ``None`` (the dialogue goes on).
-    """
-
-    acts: tuple[DialogueAct, ...]
-    text: str
-    outcome: str | None = None
-
-
-@runtime_checkable
-class UserSimulator(Protocol):
-    """A simulated user. Implementations keep the persona private to themselves and the env."""
-
-    revealed: dict[str, str]
-
-    def reset(self, persona: Persona, goal: str, rng: random.Random) -> UserTurn:
-        """Start a dialogue and return the user's opening turn."""
-        ...
-
-    def respond(self, agent_acts: Sequence[DialogueAct], agent_text: str) -> UserTurn:
-        """Answer one agent turn."""
-        ...
-
-    def render(self, acts: Sequence[DialogueAct]) -> str:
-        """Render acts as this user would phrase them (used for noisy channels)."""
-        ...
+if TYPE_CHECKING:
+    from dialog_env.judge import Judge
 
 
 @dataclass(frozen=True)
@@ -78,8 +45,9 @@ class AgendaUser:
     It states its goal, answers questions (or declines, by openness), confirms or corrects what
     the agent says about it, rejects a recommendation with a reason that reveals a fact (the
     violated one for an unfit item; none for a fitting item that is not among the best), accepts
-    one of the best fits for its persona in the wanted category (see
-    :meth:`World.acceptable_mask`), and leaves when patience runs out.
+    one of the best fits for its persona in the wanted category (the judge's
+    :meth:`~dialog_env.judge.Judge.acceptable`), and leaves when patience runs out. It implements
+    :class:`~dialog_env.users.base.UserSimulator`.
 
     Args:
         world: The world.
@@ -92,27 +60,29 @@ class AgendaUser:
         self.nlg = UserNLG(world)
         self.revealed: dict[str, str] = {}
 
-    def reset(self, persona: Persona, goal: str, rng: random.Random, acceptable: np.ndarray | None = None) -> UserTurn:
+    def reset(self, persona: Persona, goal: str, rng: random.Random, judge: Judge | None = None) -> UserTurn:
         """Start a dialogue with ``persona`` wanting a ``goal`` category; return the opening.
 
         Args:
             persona: The hidden persona.
             goal: The wanted category.
             rng: The user's random source.
-            acceptable: The persona's acceptable-item mask over all categories, if the caller has
-                it already (:meth:`World.acceptable_mask`); computed otherwise.
+            judge: The world's judge of this dialogue (the env's); a fresh one when used standalone.
         """
         if goal not in self.world.category:
             raise ValueError(f"goal must be one of {list(self.world.category)}, got {goal!r}")
+        if judge is None:
+            from dialog_env.judge import Judge
+
+            judge = Judge(self.world)
+            judge.start(persona, goal)
         cfg, traits = self.config, persona.traits
         self.persona, self.goal, self.rng = persona, goal, rng
         self.budget = cfg.patience_budget[traits["patience"]]
         self.max_rejections = cfg.max_rejections[traits["patience"]]
         self.decline_prob = cfg.decline_prob[traits["openness"]]
         self.volunteer_prob = cfg.volunteer_prob[traits["verbosity"]]
-        if acceptable is None:
-            acceptable = self.world.acceptable_mask(self.world.value_indices(persona.values))
-        self.acceptable = acceptable & (self.world.item_category == self.world.category[goal].index)
+        self.acceptable = judge.acceptable_items
         self.revealed = {}
         self.declined: set[str] = set()
         self.rejected: set[str] = set()
@@ -120,9 +90,9 @@ class AgendaUser:
         self.done = False
         return self._turn((DialogueAct(A.REQUEST, None, goal),), None)
 
-    def render(self, acts: Sequence[DialogueAct]) -> str:
-        """Render ``acts`` in this user's style."""
-        return self.nlg.render(acts, self.persona.traits["verbosity"], self.rng)
+    def render(self, acts: Sequence[DialogueAct], rng: random.Random | None = None) -> str:
+        """Render ``acts`` in this user's style, drawing on ``rng`` (default: the user's stream)."""
+        return self.nlg.render(acts, self.persona.traits["verbosity"], rng or self.rng)
 
     def _turn(self, acts: tuple[DialogueAct, ...], outcome: str | None) -> UserTurn:
         for a in acts:

@@ -1,0 +1,88 @@
+"""Finding user simulators: a registered name, an import path, or an entry point.
+
+``user=`` in every env takes a spec resolved here. A simulator is built by a factory called with
+the world, ``factory(world)``; a class whose constructor takes the world is such a factory.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from dialog_env.users.agenda import AgendaUser
+from dialog_env.users.base import UserSimulator
+from dialog_env.world import World
+
+ENTRY_POINT_GROUP = "dialog_env.users"
+DEFAULT_USER = "agenda"
+
+UserFactory = Callable[[World], Any]
+USERS: dict[str, UserFactory] = {"agenda": AgendaUser}
+"""Registered simulators: name -> factory taking the world."""
+
+_PROTOCOL = ("reset", "respond", "render")
+
+
+def register_user(name: str, factory: UserFactory | None = None) -> Any:
+    """Register a simulator factory under ``name``; usable as ``register_user("x", cls)`` or a decorator.
+
+    Raises:
+        ValueError: ``name`` is already registered to a different factory.
+    """
+
+    def add(f: UserFactory) -> UserFactory:
+        if name in USERS and USERS[name] is not f:
+            raise ValueError(f"user name {name!r} is already registered to {USERS[name]!r}")
+        USERS[name] = f
+        return f
+
+    return add(factory) if factory is not None else add
+
+
+def _resolve(spec: str) -> UserFactory:
+    if spec in USERS:
+        return USERS[spec]
+    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if spec in eps:
+        return eps[spec].load()
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ValueError(f"user {spec!r}: cannot import module {module_name!r}: {e}") from e
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise ValueError(f"user {spec!r}: module {module_name!r} has no attribute {attr!r}")
+            obj = getattr(obj, part)
+        return obj
+    raise ValueError(
+        f"user: unknown user {spec!r}; expected one of {sorted(USERS)}, an entry point of group "
+        f"{ENTRY_POINT_GROUP!r} ({sorted(eps)}), or an import path 'package.module:attr'"
+    )
+
+
+def make_user(spec: str, world: World) -> UserSimulator:
+    """Build the simulator ``spec`` names for ``world``.
+
+    Args:
+        spec: A registered name (:data:`USERS`), an entry point of the ``dialog_env.users`` group,
+            or ``"package.module:attr"``; the target is a factory called with the world.
+        world: The env's world.
+
+    Raises:
+        ValueError: The spec matches nothing (the message lists what is allowed).
+        TypeError: What it builds lacks a method of :class:`UserSimulator`.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"user: expected a registered name or an import path, got {spec!r}")
+    factory = _resolve(spec)
+    if not callable(factory):
+        raise TypeError(f"user {spec!r} resolved to {factory!r}, which is not a factory taking the world")
+    user = factory(world)
+    missing = [m for m in _PROTOCOL if not callable(getattr(user, m, None))]
+    if missing:
+        raise TypeError(f"user {spec!r} built {type(user).__name__}, which lacks UserSimulator method(s) {missing}")
+    return user

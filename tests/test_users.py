@@ -1,0 +1,195 @@
+"""Users as plug-ins: the protocol the env calls, the registry, the world's judge, paired noise."""
+
+from __future__ import annotations
+
+import random
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import dialog_env  # noqa: F401
+from dialog_env import acts as A
+from dialog_env.acts import DialogueAct as Act
+from dialog_env.judge import FALSE_ACCEPT, Judge
+from dialog_env.persona import PersonaSampler
+from dialog_env.users import USERS, AgendaUser, UserSimulator, UserTurn, make_user, register_user
+from dialog_env.world import load_world
+
+ACT_ID, TEXT_ID = "dialog_env/PersonaRec-v0", "dialog_env/PersonaRecText-v0"
+MODULE = "tests.test_users"
+
+
+class MinimalUser:
+    """A third-party user written against the protocol only: answers every question truthfully,
+    accepts any recommendation the judge allows, and leaves after twelve turns."""
+
+    def __init__(self, world):
+        self.world = world
+
+    def reset(self, persona, goal, rng, judge):
+        self.persona, self.judge, self.turns = persona, judge, 0
+        return UserTurn((Act(A.REQUEST, None, goal),), f"I want a {goal}.")
+
+    def respond(self, agent_acts, agent_text):
+        self.turns += 1
+        for a in agent_acts:
+            if a.intent == A.RECOMMEND and self.judge.acceptable(a.value):
+                return UserTurn((Act(A.ACCEPT, None, a.value),), "Yes, that one.", "accepted")
+        out = [Act(A.INFORM, a.slot, self.persona.values[a.slot]) for a in agent_acts if a.intent == A.ASK]
+        if self.turns >= 12:
+            return UserTurn((*out, Act(A.BYE, None, "left")), "Bye.", "left")
+        return UserTurn(tuple(out), self.render(out, None))
+
+    def render(self, acts, rng):
+        facts = [self.world.value(a.slot, a.value).fact for a in acts if a.intent == A.INFORM]
+        return (". ".join(facts) + ".") if facts else "Hmm."
+
+
+class LyingUser(MinimalUser):
+    """Claims every recommendation is accepted and states false facts: the judge must not believe it."""
+
+    def respond(self, agent_acts, agent_text):
+        recs = [a.value for a in agent_acts if a.intent == A.RECOMMEND]
+        if recs:
+            return UserTurn((Act(A.ACCEPT, None, recs[0]),), "Perfect!", "accepted")
+        lies = []
+        for a in agent_acts:
+            if a.intent == A.ASK:
+                wrong = [v for v in self.world.slot[a.slot].value_ids if v != self.persona.values[a.slot]]
+                lies.append(Act(A.INFORM, a.slot, wrong[0]))
+        return UserTurn(tuple(lies), self.render(lies, None))
+
+
+class NotAUser:
+    def __init__(self, world):
+        pass
+
+    def reset(self, persona, goal, rng, judge):
+        return UserTurn((), "")
+
+
+@pytest.mark.parametrize("env_id", [ACT_ID, TEXT_ID])
+def test_a_third_party_user_passes_the_env_checkers(env_id):
+    env = gym.make(env_id, user=f"{MODULE}:MinimalUser")
+    assert isinstance(env.unwrapped.user, MinimalUser) and isinstance(env.unwrapped.user, UserSimulator)
+    gym_check_env(env.unwrapped)
+    if env_id == ACT_ID:  # SB3's checker has no Text spaces
+        sb3_check_env(env.unwrapped)
+
+
+@pytest.mark.parametrize("agent", ["rule", "planner"])
+def test_a_third_party_user_plays_whole_dialogues_judged_by_the_world(agent):
+    from agents import make_agent
+
+    env = gym.make(TEXT_ID, user=f"{MODULE}:MinimalUser")
+    player = make_agent(agent)
+    outcomes = []
+    for seed in range(20):
+        obs, info = env.reset(seed=seed)
+        player.reset(env, seed=seed)
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
+            done = terminated or truncated
+        outcomes.append(info["outcome"])
+        core = env.unwrapped
+        assert info["is_success"] == (info["outcome"] == "accepted")
+        assert all(core.persona.values[s] == v for s, v in core.judge.revealed.items())
+    assert {"accepted", "left"} <= set(outcomes)
+
+
+def test_no_simulator_decides_success():
+    env = gym.make(ACT_ID, user=f"{MODULE}:LyingUser")
+    core = env.unwrapped
+    env.reset(seed=3)
+    ask = core.act_table.ask(core.world.slot_names[0])
+    _, _, terminated, _, info = env.step(ask)
+    assert not terminated and core.judge.revealed == {}  # a false answer reveals nothing
+    bad = [i for i in core.world.items if i.category == core.goal and not core.judge.acceptable(i.id)]
+    _, reward, terminated, _, info = env.step(core.act_table.recommend(bad[0].id))
+    assert terminated and info["outcome"] == FALSE_ACCEPT and not info["is_success"]
+    assert info["reward_terms"]["task_success"] == 0.0 and info["reward_terms"]["task_failure"] == -1.0
+
+
+def test_the_judge_grants_only_what_the_world_allows():
+    world = load_world()
+    user = AgendaUser(world)
+    judge = Judge(world)
+    persona = PersonaSampler(world, "train").sample(np.random.default_rng(0))
+    goal = world.categories[0].id
+    judge.start(persona, goal)
+    user.reset(persona, goal, random.Random(0), judge)
+    good = next(i for i in world.items if judge.acceptable(i.id))
+    other = next(i for i in world.items if i.category == goal and not judge.acceptable(i.id))
+    accept = UserTurn((Act(A.ACCEPT, None, good.id),), "ok", "accepted")
+    assert judge.read((Act(A.RECOMMEND, None, good.id),), accept) == "accepted"
+    assert judge.read((Act(A.RECOMMEND, None, other.id),), accept) == FALSE_ACCEPT  # accepted what was not offered
+    assert judge.read((), UserTurn((), "", "left")) == "left"
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        judge.read((), UserTurn((), "", "won"))
+    assert not judge.acceptable("no such item")
+    with pytest.raises(ValueError):
+        judge.acceptable_items[0] = True  # read-only for simulators
+
+
+def test_registry_errors_name_what_is_allowed():
+    world = load_world()
+    with pytest.raises(ValueError, match=r"user: unknown user 'agend'; expected one of \['agenda'"):
+        make_user("agend", world)
+    with pytest.raises(ValueError, match="has no attribute 'Nope'"):
+        make_user(f"{MODULE}:Nope", world)
+    with pytest.raises(ValueError, match="cannot import module"):
+        make_user("no_such_pkg.users:User", world)
+    with pytest.raises(TypeError, match=r"lacks UserSimulator method\(s\) \['respond', 'render'\]"):
+        make_user(f"{MODULE}:NotAUser", world)
+    with pytest.raises(ValueError, match="user: unknown user"):
+        gym.make(ACT_ID, user="agend")
+
+
+def test_registered_users_are_found_by_name():
+    register_user("minimal_test_user", MinimalUser)
+    try:
+        env = gym.make(ACT_ID, user="minimal_test_user")
+        assert isinstance(env.unwrapped.user, MinimalUser)
+        assert env.unwrapped.dialog_state.__self__._init_kwargs["user"] == "minimal_test_user"
+        with pytest.raises(ValueError, match="already registered"):
+            register_user("minimal_test_user", LyingUser)
+    finally:
+        USERS.pop("minimal_test_user")
+
+
+def true_acts(noise: float, seed: int, actions: list[int]) -> list[list[str]]:
+    env = gym.make(ACT_ID, noise=noise, debug=True)
+    env.reset(seed=seed)
+    out = []
+    for a in actions:
+        _, _, terminated, truncated, info = env.step(a)
+        out.append(info["debug"]["true_user_acts"])
+        if terminated or truncated:
+            break
+    return out
+
+
+def test_noise_levels_are_paired_comparisons():
+    """Same seed, same agent actions: the user's true acts are the same at every noise level."""
+    core = gym.make(ACT_ID).unwrapped
+    rng = random.Random(0)
+    differs = 0
+    for seed in range(60):
+        actions = [rng.randrange(core.act_table.size) for _ in range(8)]
+        clean = true_acts(0.0, seed, actions)
+        for noise in (0.15, 0.3):
+            assert true_acts(noise, seed, actions) == clean, (seed, noise)
+        noisy = gym.make(ACT_ID, noise=0.3)
+        plain = gym.make(ACT_ID)
+        noisy.reset(seed=seed)
+        plain.reset(seed=seed)
+        for a in actions[:3]:
+            n, p = noisy.step(a), plain.step(a)
+            differs += not np.array_equal(n[0], p[0])
+            if n[2] or n[3] or p[2] or p[3]:
+                break
+    assert differs > 0  # the channel does change what the agent hears
