@@ -21,7 +21,7 @@ import yaml
 from agents.prompts import save_policy_record
 from dialog_env.cliargs import add_dataclass_arguments
 from dialog_env.io import atomic_write_text
-from dialog_env.lm import save_pretrained_atomic
+from dialog_env.lm import model_spec_problem, save_pretrained_atomic
 
 
 @dataclass
@@ -55,7 +55,10 @@ def check_counts(cfg: Any, error: type[Exception], positive: Iterable[str], non_
 
 
 def check_common(cfg: Any, error: type[Exception]) -> None:
-    """Checks of the fields every LM trainer has: dtype and time limit."""
+    """Checks of the fields every LM trainer has: model, dtype and time limit."""
+    problem = model_spec_problem(cfg.model)
+    if problem:
+        raise error(problem)
     if cfg.dtype not in ("float32", "bfloat16"):
         raise error(f"dtype: expected float32 or bfloat16, got {cfg.dtype!r}")
     if not cfg.time_limit_min >= 0:

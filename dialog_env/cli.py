@@ -19,6 +19,7 @@ from dialog_env.evaluation import METRIC_LABELS, METRICS, MODES, evaluate, recor
 from dialog_env.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from dialog_env.persona import SPLITS, PersonaSampler, save_personas
 from dialog_env.tracker import TRACKER_MODES
+from dialog_env.users import DEFAULT_USER
 from dialog_env.world import load_world
 
 NOISE_LEVELS = (0.0, 0.15, 0.30)
@@ -66,6 +67,11 @@ def _env_args(p: argparse.ArgumentParser) -> None:
         "--noise", type=_noise, default=0.0, help="semantic error rate of the user channel, e.g. 0, 0.15, 0.3"
     )
     p.add_argument("--tracker", default="rule", choices=list(TRACKER_MODES), help="dialogue-state tracker")
+    p.add_argument(
+        "--user",
+        default=DEFAULT_USER,
+        help="user simulator: a registered name (agenda), 'package.module:attr', or an entry point of dialog_env.users",
+    )
     p.add_argument("--world", default=None, help="world file (YAML/JSON); default: the shipped world")
     p.add_argument("--persona-file", default=None, help="JSONL personas to draw from instead of the split")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (episode i uses seed+i)")
@@ -79,6 +85,8 @@ def _env_args(p: argparse.ArgumentParser) -> None:
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"noise": args.noise, "tracker": args.tracker}
+    if getattr(args, "user", DEFAULT_USER) != DEFAULT_USER:
+        kw["user"] = args.user
     if args.world:
         kw["world"] = args.world
     if args.persona_file:
@@ -246,6 +254,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     env_kwargs = _env_kwargs(args)
     summary: dict[str, dict[str, dict[str, float]]] = {}
+    modes: dict[str, str] = {}
     transcripts: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     from dialog_env.benchmark import parse_agent_entry
@@ -262,9 +271,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=progress,
         )
         summary[label] = summarize(records)
+        modes[label] = records[0].mode  # an agent may need its own mode (lm: agents play text)
         transcripts += [{"agent": label, **record_to_json(r, with_messages=True)} for r in records[: args.transcripts]]
     elapsed = time.perf_counter() - t0
-    title = f"split={args.split} mode={args.mode} noise={args.noise} episodes={args.episodes} seed={args.seed}"
+    played = sorted(set(modes.values()))
+    mode = played[0] if len(played) == 1 else ", ".join(f"{k}: {v}" for k, v in modes.items())
+    title = f"split={args.split} mode={mode} noise={args.noise} episodes={args.episodes} seed={args.seed}"
     table = _table(summary)
     print(title)
     print(table)
@@ -273,7 +285,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = Path(args.out)
         config = {
             "split": args.split,
-            "mode": args.mode,
+            "mode": played[0] if len(played) == 1 else "mixed",
+            "modes": modes,
             "episodes": args.episodes,
             "seed": args.seed,
             "agents": args.agents,

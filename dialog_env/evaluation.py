@@ -40,7 +40,8 @@ class EpisodeRecord:
         jga: Joint-goal accuracy of the tracker over the episode's turns.
         reward_terms: Episode sums of each reward term.
         messages: The dialogue in chat format.
-        outcome: ``accepted``, ``left``, ``bye`` or ``truncated``.
+        outcome: ``accepted``, ``left``, ``bye``, ``truncated`` or ``false_accept``.
+        mode: ``act`` or ``text``: the env the agent played in.
     """
 
     seed: int
@@ -53,6 +54,7 @@ class EpisodeRecord:
     jga: float
     outcome: str
     reward_terms: dict[str, float] = field(default_factory=dict)
+    mode: str = ""
     messages: list[dict[str, str]] = field(default_factory=list)
 
     def metric(self, name: str) -> float:
@@ -94,6 +96,7 @@ class EpisodeAccumulator:
             jga=self.jga_hits / self.turns,
             outcome=outcome,
             reward_terms=self.terms,
+            mode=self.core.mode,
             messages=self.core.messages(),
         )
 

@@ -85,7 +85,9 @@ def save_pretrained_atomic(
 ) -> Path:
     """Save model and tokenizer into ``folder`` through a temporary folder and a rename.
 
-    An interrupted save never leaves a half-written model; an older folder is replaced.
+    An interrupted save never leaves a half-written model, and an older folder is kept until the
+    new one is in place: it is renamed aside, the new folder renamed in, and only then deleted (a
+    crash between the two renames leaves the old model whole, under ``.<name>.old-*``).
 
     Args:
         model: The model (``save_pretrained``).
@@ -100,16 +102,58 @@ def save_pretrained_atomic(
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)
+        old = None
         if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            if old is not None:
+                os.replace(old / folder.name, folder)  # put the old model back
+                shutil.rmtree(old, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
+def model_spec_problem(model: str) -> str | None:
+    """Why ``model`` cannot name a model, or ``None`` when it may (checked before any download).
+
+    Allowed: ``"smollm2"`` (the embedded default), an existing local folder with a ``config.json``,
+    or a Hugging Face id ``"name"`` / ``"org/name"``. A string that reads as a path (it starts with
+    ``/``, ``.`` or ``~``, has more than one ``/``, or its first part is a local folder) must exist.
+    """
+    allowed = "expected 'smollm2' (the embedded default), a saved model folder, or a Hugging Face id 'org/name'"
+    if not isinstance(model, str) or not model.strip():
+        return f"model: {allowed}, got {model!r}"
+    if model == DEFAULT_MODEL:
+        return None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return None
+        return f"model: folder {model!r} holds no saved model (no config.json)"
+    if path.exists():
+        return f"model: {model!r} is a file; {allowed}"
+    parts = model.split("/")
+    if model.startswith(("/", ".", "~")) or len(parts) > 2 or "" in parts or "\\" in model or Path(parts[0]).is_dir():
+        return f"model: no such folder {model!r}; {allowed}"
+    return None
+
+
 def resolve_model_path(model: str) -> str:
-    """``"smollm2"`` -> the cached conversion of the embedded model; anything else unchanged."""
+    """``"smollm2"`` -> the cached conversion of the embedded model; anything else unchanged.
+
+    Raises:
+        ValueError: ``model`` reads as a local path that does not hold a model (:func:`model_spec_problem`).
+    """
+    problem = model_spec_problem(model)
+    if problem:
+        raise ValueError(problem)
     return str(convert_default_model()) if model == DEFAULT_MODEL else model
 
 

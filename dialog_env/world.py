@@ -7,6 +7,7 @@ A world is loaded from a YAML (or JSON) file and validated field by field: a mal
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -248,12 +249,22 @@ def _str_list(source: str, where: str, x: Any, *, min_len: int = 1) -> tuple[str
     return tuple(_str(source, f"{where}[{i}]", e) for i, e in enumerate(x))
 
 
-def _mapping(source: str, where: str, x: Any, keys: Sequence[str] = ()) -> Mapping[str, Any]:
+def _mapping(
+    source: str, where: str, x: Any, keys: Sequence[str] = (), optional: Sequence[str] | None = None
+) -> Mapping[str, Any]:
+    """``x`` as a mapping with the required ``keys``; with ``optional`` given, no other keys either."""
     if not isinstance(x, Mapping):
         raise _err(source, where, f"expected a mapping, got {type(x).__name__}")
     missing = [k for k in keys if k not in x]
     if missing:
         raise _err(source, where, f"missing field(s) {missing}")
+    if optional is not None:
+        allowed = [*keys, *optional]
+        for k in x:
+            if k not in allowed:
+                close = difflib.get_close_matches(str(k), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise _err(source, f"{where}.{k}", f"unknown field {k!r}{hint}; allowed: {allowed}")
     return x
 
 
@@ -282,7 +293,7 @@ def parse_world(data: Any, source: str = "<world>") -> World:
     Raises:
         WorldError: The description is malformed; the message names source, entry and field.
     """
-    top = _mapping(source, "top level", data, ["slots", "items", "categories", "traits"])
+    top = _mapping(source, "top level", data, ["slots", "items", "categories", "traits"], ["name", "version"])
     name = _str(source, "name", top.get("name", Path(source).stem))
     version = top.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool):
@@ -312,7 +323,7 @@ def parse_world(data: Any, source: str = "<world>") -> World:
     categories = []
     for ci, (cid, c) in enumerate(cats_raw.items()):
         where = f"categories.{cid}"
-        c = _mapping(source, where, c, ["noun", "aliases"])
+        c = _mapping(source, where, c, ["noun", "aliases"], [])
         cat = Category(
             cid, _str(source, f"{where}.noun", c["noun"]), _alias_list(source, f"{where}.aliases", c["aliases"]), ci
         )
@@ -326,14 +337,14 @@ def parse_world(data: Any, source: str = "<world>") -> World:
     offset = 0
     for si, (sname, s) in enumerate(slots_raw.items()):
         where = f"slots.{sname}"
-        s = _mapping(source, where, s, ["noun", "keywords", "questions", "values"])
+        s = _mapping(source, where, s, ["noun", "keywords", "questions", "values"], ["held_out"])
         vals_raw = _mapping(source, f"{where}.values", s["values"])
         if len(vals_raw) < 2:
             raise _err(source, f"{where}.values", f"expected at least 2 values, got {len(vals_raw)}")
         values = []
         for vi, (vid, v) in enumerate(vals_raw.items()):
             vwhere = f"{where}.values.{vid}"
-            v = _mapping(source, vwhere, v, ["fact", "short", "you", "aliases"])
+            v = _mapping(source, vwhere, v, ["fact", "short", "you", "aliases"], [])
             value = Value(
                 id=str(vid),
                 slot=sname,
@@ -374,7 +385,7 @@ def parse_world(data: Any, source: str = "<world>") -> World:
     seen_ids: set[str] = set()
     for ii, it in enumerate(items_raw):
         where = f"items[{ii}]"
-        it = _mapping(source, where, it, ["id", "name", "category", "aliases", "appeals"])
+        it = _mapping(source, where, it, ["id", "name", "category", "aliases", "appeals"], ["requires", "excludes"])
         iid = _str(source, f"{where}.id", it["id"])
         where = f"items[{ii}] ({iid})"
         if iid in seen_ids:

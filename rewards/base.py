@@ -31,19 +31,23 @@ def reward_name(fn: Callable) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+_INF = math.inf
+
+
 def call_reward(name: str, fn: Callable, contexts: Sequence[TurnContext]) -> list[float]:
     """Call a reward and validate what it returns.
 
     Raises:
-        RewardError: The reward raised, returned a wrong count, a non-number or NaN. The message
-            names the reward.
+        RewardError: The reward raised, returned a wrong count, a non-number, NaN or an infinity.
+            The message names the reward.
     """
     try:
         out = fn(contexts)
     except Exception as e:
         raise RewardError(f"reward {name!r} raised {type(e).__name__}: {e}") from e
-    # Fast path (the env calls this every step): a list of non-NaN floats of the right length.
-    if type(out) is list and len(out) == len(contexts) and all(type(v) is float and v == v for v in out):
+    # Fast path (the env calls this every step): a list of finite floats of the right length
+    # (the chained comparison is False for NaN and both infinities).
+    if type(out) is list and len(out) == len(contexts) and all(type(v) is float and -_INF < v < _INF for v in out):
         return out
     try:
         values = [float(x) for x in out]
@@ -54,6 +58,8 @@ def call_reward(name: str, fn: Callable, contexts: Sequence[TurnContext]) -> lis
     for i, v in enumerate(values):
         if math.isnan(v):
             raise RewardError(f"reward {name!r} returned NaN for context {i}")
+        if math.isinf(v):
+            raise RewardError(f"reward {name!r} returned {v} for context {i}; rewards must be finite numbers")
     return values
 
 

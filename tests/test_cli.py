@@ -48,6 +48,29 @@ def test_eval_max_turns_truncates_dialogues(tmp_path):
     assert bad.returncode == 2 and "--max-turns" in bad.stderr and "positive integer" in bad.stderr
 
 
+def test_eval_records_the_mode_each_agent_played(tmp_path):
+    """An lm: agent plays text even when eval runs in act mode: results.json says so."""
+    from tests.lm_fixtures import build_tiny_lm
+
+    tiny = build_tiny_lm(tmp_path / "tiny")
+    out = tmp_path / "run"
+    r = run_cli(
+        "eval", "--agents", "rule", f"lm:{tiny}", "--episodes", "2", "--max-turns", "2", "--out", str(out),
+        "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert config["modes"] == {"rule": "act", f"lm:{tiny}": "text"} and config["mode"] == "mixed"
+    assert "mode=rule: act, " in r.stdout
+
+
+def test_eval_with_a_plug_in_user(tmp_path):
+    user = "tests.test_users:MinimalUser"
+    r = run_cli("eval", "--agents", "planner", "--episodes", "5", "--user", user, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "| planner |" in r.stdout
+
+
 def test_simulate_prints_transcripts_with_reward_terms():
     r = run_cli("simulate", "--agent", "rule", "--episodes", "1", "--mode", "text", "--seed", "3")
     assert r.returncode == 0, r.stderr
@@ -78,6 +101,9 @@ def test_personas_command_writes_valid_jsonl(tmp_path):
         (["eval", "--episodes", "0"], "positive integer"),
         (["eval", "--split", "holdout"], "invalid choice: 'holdout'"),
         (["eval", "--world", "/nonexistent/world.yaml", "--episodes", "1"], "world file not found"),
+        (["eval", "--user", "agend", "--episodes", "1"], "user: unknown user 'agend'; expected one of ['agenda'"),
+        (["train", "lm", "--model", "runs/none/final_model"], "model: no such folder 'runs/none/final_model'"),
+        (["train", "sft", "--model", "./nope", "--data", "x"], "model: no such folder './nope'"),
     ],
 )
 def test_bad_arguments_give_clear_errors(args, needle):

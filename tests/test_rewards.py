@@ -273,6 +273,16 @@ def test_reward_returning_nan_is_named():
         call_reward("late_nan", lambda cs: [0.0, 1.0, float("nan")], ctxs)
 
 
+@pytest.mark.parametrize("bad", [math.inf, -math.inf])
+def test_reward_returning_an_infinity_is_named(bad):
+    """+inf and -inf terms would make the step reward NaN: refused like NaN, even with weight 0."""
+    ctxs = contexts(3)
+    with pytest.raises(RewardError, match=rf"reward 'inf_reward' returned {bad} for context 1; rewards must be finite"):
+        call_reward("inf_reward", lambda cs: [0.0, bad, 1.0], ctxs)
+    with pytest.raises(RewardError, match="must be finite"):
+        call_reward("inf_reward", lambda cs: [bad] * 3, ctxs)  # the fast path's case too
+
+
 @pytest.mark.parametrize(
     ("out", "match"),
     [
@@ -289,10 +299,9 @@ def test_reward_returning_wrong_shape_is_named(out, match):
         call_reward("shaped", lambda cs: out, ctxs)
 
 
-def test_numpy_output_and_infinities_are_accepted():
+def test_numpy_output_is_accepted():
     ctxs = contexts(3)
     assert call_reward("np", lambda cs: np.arange(len(cs), dtype=np.float32), ctxs) == [0.0, 1.0, 2.0]
-    assert call_reward("inf", lambda cs: [math.inf] * len(cs), ctxs) == [math.inf] * 3
 
 
 def test_reward_error_is_a_runtime_error():

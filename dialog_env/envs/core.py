@@ -40,6 +40,8 @@ class PersonaRecCore(gym.Env):
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    mode = ""
+    """``"act"`` or ``"text"``: what an action is (set by the subclasses)."""
 
     def __init__(
         self,

@@ -109,6 +109,8 @@ class PersonaRecEnv(PersonaRecCore):
       dialogue, and consistent references and restated facts earn nothing.
     """
 
+    mode = "act"
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         from dialog_env.wrappers import BeliefEncoder

@@ -90,6 +90,8 @@ class PersonaRecTextEnv(PersonaRecCore):
     * v0: initial release.
     """
 
+    mode = "text"
+
     def __init__(
         self,
         max_utterance_chars: int = 1000,
