@@ -33,6 +33,7 @@ from dialog_env.envs.core import PersonaRecCore
 from dialog_env.evaluation import EpisodeRecord, evaluate, record_to_json
 from dialog_env.io import atomic_write_jsonl, atomic_write_text
 from dialog_env.persona import SPLITS
+from rewards.compose import reward_specs_from_config
 
 DATA_FILE = "train.jsonl"
 
@@ -59,6 +60,9 @@ class CollectConfig:
     """turn limit of a dialogue"""
     noise: float = 0.0
     """semantic error rate of the user channel"""
+    reward_weights: Any = None
+    """reward terms: {name: weight}, {name: {weight, kwargs}} or a list of {name, weight, kwargs} (a YAML/JSON string on
+    the command line); empty: the default weights"""
     allow_privileged: bool = False
     """allow an agent that reads the hidden persona (e.g. oracle)"""
     overwrite: bool = False
@@ -76,6 +80,10 @@ class CollectConfig:
                 raise CollectError(f"{name}: expected a positive integer, got {v!r}")
         if not 0.0 <= self.noise < 1.0:
             raise CollectError(f"noise: expected a number in [0, 1), got {self.noise!r}")
+        try:
+            self.reward_weights = reward_specs_from_config(self.reward_weights)
+        except ValueError as e:
+            raise CollectError(str(e)) from e
 
 
 def dialogue_row(core: PersonaRecCore, record: EpisodeRecord, cfg: CollectConfig) -> dict[str, Any]:
@@ -143,7 +151,11 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
             episodes=cfg.episodes,
             seed=cfg.seed,
             mode="text",
-            env_kwargs={"noise": cfg.noise, "max_turns": cfg.max_turns},
+            env_kwargs={
+                "noise": cfg.noise,
+                "max_turns": cfg.max_turns,
+                **({"reward_weights": cfg.reward_weights} if cfg.reward_weights is not None else {}),
+            },
             on_end=keep,
         )
     finally:

@@ -49,6 +49,7 @@ from dialog_env.cliargs import dataclass_values
 from dialog_env.io import atomic_write_text
 from dialog_env.lm import DEFAULT_MODEL, resolve_model_path
 from dialog_env.persona import SPLITS
+from rewards.compose import reward_specs_from_config
 
 MODES = ("multi", "single")
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo")
@@ -110,6 +111,9 @@ class LMTrainConfig(LMRunFields):
     """sampling temperature of rollouts"""
     noise: float = 0.0
     """semantic error rate of the user channel"""
+    reward_weights: Any = None
+    """reward terms: {name: weight}, {name: {weight, kwargs}} or a list of {name, weight, kwargs} (a YAML/JSON string on
+    the command line); empty: the default weights"""
     save_steps: int = 25
     """checkpoint every this many steps"""
 
@@ -149,6 +153,10 @@ class LMTrainConfig(LMRunFields):
             raise LMConfigError(f"temperature: GRPO samples its rollouts; expected > 0, got {self.temperature!r}")
         if not 0.0 <= self.noise < 1.0:
             raise LMConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
+        try:
+            self.reward_weights = reward_specs_from_config(self.reward_weights)
+        except ValueError as e:
+            raise LMConfigError(str(e)) from e
 
 
 def build_single_turn_dataset(
@@ -214,22 +222,24 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tb")  # transformers' TensorBoard callback reads it
     model, tokenizer = _load_policy(cfg)
     peft_config = lora_config(model, cfg, LMConfigError) if cfg.lora else None
-    env_kwargs = {"noise": cfg.noise}
-    terms = list(DEFAULT_WEIGHTS)
+    env_kwargs: dict[str, Any] = {"noise": cfg.noise}
+    specs = cfg.reward_weights or [{"name": n, "weight": w, "kwargs": {}} for n, w in DEFAULT_WEIGHTS.items()]
+    if cfg.reward_weights is not None:
+        env_kwargs["reward_weights"] = cfg.reward_weights
     prompt = prompt_style(cfg)
     if cfg.mode == "multi":
         dataset = build_task_dataset(cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs, prompt=prompt)
         # The return drives the update; each term is logged as its own reward with weight 0.
-        reward_funcs = [env_return, *(to_trl(t) for t in terms)]
-        reward_weights = [1.0] + [0.0] * len(terms)
+        reward_funcs = [env_return, *(to_trl(t["name"], **t["kwargs"]) for t in specs)]
+        reward_weights = [1.0] + [0.0] * len(specs)
         rollout = DialogueRollout(cfg.split, env_kwargs, cfg.max_turns, cfg.max_new_tokens, prompt=prompt)
         max_completion = cfg.max_completion_length
     else:
         dataset = build_single_turn_dataset(
             cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs, prompt=prompt
         )
-        reward_funcs = [to_trl(t) for t in terms]
-        reward_weights = [DEFAULT_WEIGHTS[t] for t in terms]
+        reward_funcs = [to_trl(t["name"], **t["kwargs"]) for t in specs]
+        reward_weights = [t["weight"] for t in specs]
         rollout = None
         max_completion = cfg.max_new_tokens
     args = GRPOConfig(

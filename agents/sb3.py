@@ -39,6 +39,7 @@ from dialog_env.evaluation import METRICS, evaluate, summarize
 from dialog_env.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from dialog_env.persona import SPLITS
 from dialog_env.wrappers import DiscreteActsWrapper, RewardTermStats
+from rewards.compose import reward_specs_from_config
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
 VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
@@ -85,6 +86,9 @@ class TrainConfig:
     """most recent checkpoints kept on disk"""
     noise: float = 0.0
     """semantic error rate of the user channel during training and evaluation"""
+    reward_weights: Any = None
+    """reward terms: {name: weight}, {name: {weight, kwargs}} or a list of {name, weight, kwargs} (a YAML/JSON string on
+    the command line); empty: the default weights"""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """overrides of the hyper-parameter file (e.g. {"learning_rate": 1e-4})"""
     device: str = "cpu"
@@ -123,6 +127,17 @@ class TrainConfig:
             raise ConfigError(f"n_envs: expected a positive integer or None, got {self.n_envs!r}")
         if not 0.0 <= float(self.noise) < 1.0:
             raise ConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
+        try:
+            self.reward_weights = reward_specs_from_config(self.reward_weights)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Env kwargs every env of the run gets (noise, reward specs)."""
+        kw: dict[str, Any] = {"noise": self.noise}
+        if self.reward_weights is not None:
+            kw["reward_weights"] = self.reward_weights
+        return kw
 
 
 def allowed_hyperparams(algo: str) -> list[str]:
@@ -176,7 +191,7 @@ def make_train_env(cfg: TrainConfig, n_envs: int, seed: int) -> VecEnv:
         cfg.env_id,
         n_envs=n_envs,
         seed=seed,
-        env_kwargs={"split": cfg.split, "noise": cfg.noise, "render_mode": None},
+        env_kwargs={"split": cfg.split, "render_mode": None, **cfg.env_kwargs()},
         wrapper_class=_wrap_for_sb3,
         vec_env_cls=VEC_ENVS[cfg.vec_env],
     )
@@ -326,7 +341,7 @@ class EvalAndCheckpoint(BaseCallback):
             episodes=cfg.eval_episodes,
             seed=10_000,  # fixed evaluation personas: evaluations are comparable
             mode="text" if cfg.env_id.endswith("Text-v0") else "act",
-            env_kwargs={"noise": cfg.noise},
+            env_kwargs=cfg.env_kwargs(),
         )
         summary = summarize(records)
         for m in METRICS:
@@ -408,9 +423,7 @@ def _baseline_references(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     refs = {}
     for name, cls in (("rule", RuleAgent), ("oracle", OracleAgent)):
         s = summarize(
-            evaluate(
-                cls, split=cfg.eval_split, episodes=cfg.eval_episodes, seed=10_000, env_kwargs={"noise": cfg.noise}
-            )
+            evaluate(cls, split=cfg.eval_split, episodes=cfg.eval_episodes, seed=10_000, env_kwargs=cfg.env_kwargs())
         )
         refs[name] = {"success": s["success"]["mean"], "return": s["return"]["mean"]}
     return refs

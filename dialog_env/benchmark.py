@@ -21,6 +21,9 @@ import numpy as np
 from dialog_env.evaluation import METRIC_LABELS, METRICS, MODES, EpisodeRecord, evaluate, record_to_json, summarize
 from dialog_env.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text
 from dialog_env.persona import SPLITS
+from dialog_env.users import DEFAULT_USER, make_user
+from dialog_env.world import load_world
+from rewards.compose import reward_specs_from_config
 
 CHART_METRICS = ("success", "return", "contradiction_rate", "consistency")
 #: Episode seeds of evaluation seed ``s`` start at ``s * SEED_STRIDE``: disjoint persona draws.
@@ -39,6 +42,8 @@ class BenchmarkConfig:
         episodes: Dialogues per agent spec, split, noise level and seed.
         mode: ``act`` or ``text``.
         transcripts: Dialogues kept per agent and condition in ``transcripts.jsonl``.
+        reward_weights: Reward specs of every env (see :class:`rewards.WeightedReward`); ``None``: the defaults.
+        user: The user simulator (see :mod:`dialog_env.users`).
     """
 
     agents: list[str]
@@ -48,6 +53,8 @@ class BenchmarkConfig:
     episodes: int = 200
     mode: str = "act"
     transcripts: int = 2
+    reward_weights: Any = None
+    user: str = DEFAULT_USER
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field and what is allowed."""
@@ -63,6 +70,18 @@ class BenchmarkConfig:
             raise ValueError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
         if self.episodes < 1 or not self.seeds:
             raise ValueError("episodes must be positive and seeds non-empty")
+        self.reward_weights = reward_specs_from_config(self.reward_weights)
+        if self.user != DEFAULT_USER:
+            make_user(self.user, load_world())  # fails now, with the allowed names, not mid-run
+
+    def env_kwargs(self, noise: float) -> dict[str, Any]:
+        """Env kwargs of one noise level."""
+        kw: dict[str, Any] = {"noise": noise}
+        if self.reward_weights is not None:
+            kw["reward_weights"] = self.reward_weights
+        if self.user != DEFAULT_USER:
+            kw["user"] = self.user
+        return kw
 
 
 def parse_agent_entry(entry: str) -> tuple[str, str]:
@@ -102,7 +121,7 @@ def run_benchmark(
                     episodes=cfg.episodes,
                     seed=seed * SEED_STRIDE,
                     mode=cfg.mode,
-                    env_kwargs={"noise": noise},
+                    env_kwargs=cfg.env_kwargs(noise),
                 )
         summary = summarize(records)
         if progress is not None:

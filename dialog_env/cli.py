@@ -21,6 +21,7 @@ from dialog_env.persona import SPLITS, PersonaSampler, save_personas
 from dialog_env.tracker import TRACKER_MODES
 from dialog_env.users import DEFAULT_USER
 from dialog_env.world import load_world
+from rewards.compose import reward_specs_from_config
 
 NOISE_LEVELS = (0.0, 0.15, 0.30)
 
@@ -67,6 +68,7 @@ def _env_args(p: argparse.ArgumentParser) -> None:
         "--noise", type=_noise, default=0.0, help="semantic error rate of the user channel, e.g. 0, 0.15, 0.3"
     )
     p.add_argument("--tracker", default="rule", choices=list(TRACKER_MODES), help="dialogue-state tracker")
+    p.add_argument("--reward-weights", default=None, help=REWARD_WEIGHTS_HELP)
     p.add_argument(
         "--user",
         default=DEFAULT_USER,
@@ -83,10 +85,19 @@ def _env_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+REWARD_WEIGHTS_HELP = (
+    "reward terms as YAML/JSON: {name: weight}, {name: {weight: w, kwargs: {...}}} or a list of "
+    "{name, weight, kwargs}; default: the default weights"
+)
+
+
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"noise": args.noise, "tracker": args.tracker}
     if getattr(args, "user", DEFAULT_USER) != DEFAULT_USER:
         kw["user"] = args.user
+    specs = reward_specs_from_config(getattr(args, "reward_weights", None), "--reward-weights")
+    if specs is not None:
+        kw["reward_weights"] = specs
     if args.world:
         kw["world"] = args.world
     if args.persona_file:
@@ -137,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episodes", type=_positive, default=200, help="episodes per agent spec, split, noise and seed")
     s.add_argument("--mode", default="act", choices=list(MODES))
     s.add_argument("--transcripts", type=int, default=2, help="transcripts kept per agent and condition")
+    s.add_argument("--user", default=DEFAULT_USER, help="user simulator (see --user of eval)")
+    s.add_argument("--reward-weights", default=None, help=REWARD_WEIGHTS_HELP)
     s.add_argument("--out", default="runs/benchmark", help="output folder")
 
     s = sub.add_parser(
@@ -313,6 +326,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         mode=args.mode,
         transcripts=args.transcripts,
+        reward_weights=args.reward_weights,
+        user=args.user,
     )
     board = run_benchmark(cfg, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print((Path(args.out) / "leaderboard.md").read_text())

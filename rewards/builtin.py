@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from dialog_env import acts as A
 from dialog_env.context import TurnContext
@@ -50,26 +52,57 @@ class BuiltinTerm:
     """A built-in term: a per-turn scorer exposed with the batch reward signature.
 
     The composer calls ``score`` directly for built-ins (no per-call validation of our own
-    code on the env's hot path); everyone else calls the instance like any reward.
+    code on the env's hot path); everyone else calls the instance like any reward. A scorer with
+    keyword parameters (``persona_consistency(ctx, penalty=2.0, floor=-4.0)``) takes them through
+    :meth:`with_params`.
     """
 
-    def __init__(self, score: Callable[[TurnContext], float]) -> None:
-        self.score = score
+    def __init__(self, score: Callable[..., float], params: dict[str, float] | None = None) -> None:
+        self.__wrapped__ = score
+        self.params = dict(params or {})
+        self.score: Callable[[TurnContext], float] = functools.partial(score, **self.params) if self.params else score
         self.__name__ = score.__name__
         self.__doc__ = score.__doc__
-        self.__wrapped__ = score
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The scorer's keyword parameters and their defaults."""
+        sig = inspect.signature(self.__wrapped__)
+        return {n: p.default for n, p in list(sig.parameters.items())[1:] if p.default is not inspect.Parameter.empty}
+
+    def with_params(self, **params: Any) -> BuiltinTerm:
+        """The same term with some parameters set.
+
+        Raises:
+            ValueError: A parameter the term does not take, or a value that is not a finite number.
+        """
+        allowed = self.parameters
+        for k, v in params.items():
+            if k not in allowed:
+                raise ValueError(f"reward {self.__name__!r}: unknown parameter {k!r}; allowed: {sorted(allowed)}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"reward {self.__name__!r}: parameter {k!r} must be a finite number, got {v!r}")
+        return BuiltinTerm(self.__wrapped__, {**self.params, **{k: float(v) for k, v in params.items()}})
 
     def __call__(self, contexts: Sequence[TurnContext]) -> list[float]:
         """Score each context."""
         return [self.score(c) for c in contexts]
 
-    def __reduce__(self) -> str:
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if self.params:
+            return (_builtin_with_params, (self.__name__, self.params))
         return self.__name__  # pickles as the module attribute of the same name
 
 
+def _builtin_with_params(name: str, params: dict[str, float]) -> BuiltinTerm:
+    return globals()[name].with_params(**params)
+
+
 @BuiltinTerm
-def persona_consistency(ctx: TurnContext) -> float:
+def persona_consistency(ctx: TurnContext, penalty: float = CONTRADICTION_PENALTY, floor: float = -4.0) -> float:
     """Per-turn persona consistency: -2 per reference that contradicts a revealed fact, floored at -4.
+
+    Parameters (reward specs' ``kwargs``): ``penalty`` per contradiction (2) and ``floor`` (-4).
 
     References that agree with what the user said score 0, not a bonus: a policy must not earn
     anything by restating or parroting the user (see :func:`consistency_counts` for what counts as
@@ -80,7 +113,7 @@ def persona_consistency(ctx: TurnContext) -> float:
         The turn's score, in ``[-4, 0]``.
     """
     bad = consistency_counts(ctx)[1]
-    return max(-4.0, -CONTRADICTION_PENALTY * bad) if bad else 0.0
+    return max(floor, -penalty * bad) if bad else 0.0
 
 
 @BuiltinTerm

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 from rewards import builtin
 from rewards.base import reward_name
+from rewards.builtin import BuiltinTerm
 
 ENTRY_POINT_GROUP = "dialog_env.rewards"
 
@@ -42,34 +44,55 @@ def _entry_points() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def _instantiate(obj: object, spec: str) -> Callable:
-    if isinstance(obj, type):
-        obj = obj()
+def _is_factory(obj: object) -> bool:
+    """A ``get_*`` function returns the reward (TRL's pattern, e.g. ``get_soft_overlong_punishment``)."""
+    return callable(obj) and not isinstance(obj, type) and getattr(obj, "__name__", "").startswith("get_")
+
+
+def _instantiate(obj: object, spec: str, kwargs: Mapping[str, Any] | None = None) -> Callable:
+    """The reward ``obj`` stands for: a class is instantiated, a ``get_*`` factory called (with ``kwargs``)."""
+    if kwargs:
+        if isinstance(obj, BuiltinTerm):
+            return obj.with_params(**kwargs)
+        if not (isinstance(obj, type) or _is_factory(obj)):
+            raise ValueError(
+                f"reward {spec!r} takes no parameters (got kwargs {sorted(kwargs)}); give a built-in with parameters, "
+                "a class, or a get_* factory"
+            )
+    if isinstance(obj, type) or _is_factory(obj):
+        try:
+            obj = obj(**dict(kwargs or {}))  # type: ignore[operator]
+        except TypeError as e:
+            raise ValueError(f"reward {spec!r}: cannot build it with kwargs {dict(kwargs or {})}: {e}") from e
     if not callable(obj):
         raise ValueError(f"reward {spec!r} resolved to {obj!r}, which is not callable")
     return obj
 
 
-def get_reward(spec: str | Callable) -> tuple[str, Callable]:
+def get_reward(spec: str | Callable, kwargs: Mapping[str, Any] | None = None) -> tuple[str, Callable]:
     """Resolve a reward spec to ``(name, callable)``.
 
     Args:
         spec: A callable (used as is); a registered name; the name of an entry point in the
-            ``dialog_env.rewards`` group; or an import path ``"package.module:attr"`` (a class is
-            instantiated with no arguments).
+            ``dialog_env.rewards`` group; or an import path ``"package.module:attr"``. A class is
+            instantiated and a ``get_*`` function called (a factory, TRL's pattern), with ``kwargs``.
+        kwargs: Parameters: a built-in's (``persona_consistency``: ``penalty``, ``floor``), a class's
+            constructor arguments, or a ``get_*`` factory's arguments.
 
     Raises:
-        ValueError: The spec matches nothing; the message lists what is allowed.
+        ValueError: The spec matches nothing, or takes no such parameters; the message says what is allowed.
     """
     if callable(spec):
+        if kwargs:
+            return reward_name(spec), _instantiate(spec, reward_name(spec), kwargs)
         return reward_name(spec), spec
     if not isinstance(spec, str):
         raise ValueError(f"reward spec must be a name, an import path or a callable, got {spec!r}")
     if spec in REWARDS:
-        return spec, REWARDS[spec]
+        return spec, _instantiate(REWARDS[spec], spec, kwargs) if kwargs else REWARDS[spec]
     eps = _entry_points()
     if spec in eps:
-        return spec, _instantiate(eps[spec].load(), spec)  # type: ignore[attr-defined]
+        return spec, _instantiate(eps[spec].load(), spec, kwargs)  # type: ignore[attr-defined]
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
@@ -81,7 +104,7 @@ def get_reward(spec: str | Callable) -> tuple[str, Callable]:
             if not hasattr(obj, part):
                 raise ValueError(f"reward {spec!r}: module {module_name!r} has no attribute {attr!r}")
             obj = getattr(obj, part)
-        return spec, _instantiate(obj, spec)
+        return spec, _instantiate(obj, spec, kwargs)
     raise ValueError(
         f"unknown reward {spec!r}; expected one of {list(REWARDS)}, an entry point of group "
         f"{ENTRY_POINT_GROUP!r} ({sorted(eps)}), or an import path 'package.module:attr'"

@@ -44,11 +44,12 @@ class TRLReward:
 
     Args:
         reward: Any reward spec accepted by :func:`rewards.get_reward`.
+        kwargs: Its parameters (see :func:`rewards.get_reward`).
     """
 
-    def __init__(self, reward: str | Callable) -> None:
-        self.spec = reward
-        self.name, self.fn = get_reward(reward)
+    def __init__(self, reward: str | Callable, kwargs: Mapping[str, Any] | None = None) -> None:
+        self.spec, self.kwargs = reward, dict(kwargs or {})
+        self.name, self.fn = get_reward(reward, self.kwargs)
         self.__name__ = self.name
         self._envs: dict[str, Any] = {}
 
@@ -110,11 +111,12 @@ class TRLReward:
         return env.last_context
 
 
-def to_trl(reward: str | Callable) -> TRLReward:
+def to_trl(reward: str | Callable, **kwargs: Any) -> TRLReward:
     """Wrap a dialog_env reward as a TRL reward function.
 
     Args:
         reward: A registered name, entry point, ``"module:attr"`` path or callable.
+        **kwargs: The reward's parameters (a built-in's, a class's, a ``get_*`` factory's).
 
     Returns:
         A picklable callable ``f(prompts, completions, completion_ids, **columns) -> list[float | None]``
@@ -125,4 +127,4 @@ def to_trl(reward: str | Callable) -> TRLReward:
         >>> f.__name__
         'persona_consistency'
     """
-    return TRLReward(reward)
+    return TRLReward(reward, kwargs)

@@ -618,3 +618,132 @@ def test_rewards_md_examples_run(tmp_path, monkeypatch):
                 del sys.modules[name]
     assert (tmp_path / "my_rewards.py").is_file()  # the doc wrote its module into the cwd
     assert namespace["scores"][0] > namespace["scores"][1]
+
+
+# -- reward specs with parameters ------------------------------------------------------------------
+PC = "persona_consistency"
+
+
+def get_length_penalty(per_char: float = 0.01):
+    """A TRL-style factory: returns the reward (picklable: a partial of a module function)."""
+    import functools
+
+    return functools.partial(_length_penalty, per_char=per_char)
+
+
+def _length_penalty(contexts, per_char):
+    return [-per_char * len(c.agent_text) for c in contexts]
+
+
+class Scaled:
+    """A reward class with constructor parameters."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def __call__(self, contexts):
+        return [self.scale for _ in contexts]
+
+
+def _contradiction_terms(reward_weights):
+    env = gym.make(TEXT_ID, tracker="oracle", reward_weights=reward_weights)
+    core = env.unwrapped
+    for seed in range(50):
+        env.reset(seed=seed)
+        if core.persona.traits["openness"] == "high":
+            break
+    slot = core.world.slots[0]
+    _said(env, slot.questions[0])
+    true = core.persona.values[slot.name]
+    wrong = next(v for v in slot.values if v.id != true)
+    return _said(env, f"I understand that {wrong.you}.")
+
+
+def test_reward_specs_take_parameters_in_every_form():
+    mapping = {"persona_consistency": {"weight": 1.0, "kwargs": {"penalty": 3.0}}, "task_success": 20}
+    listed = [
+        {"name": "persona_consistency", "weight": 1.0, "kwargs": {"penalty": 3.0}},
+        {"name": "task_success", "weight": 20},
+    ]
+    assert _contradiction_terms(mapping)["persona_consistency"] == -3.0
+    assert _contradiction_terms(listed)["persona_consistency"] == -3.0
+    assert _contradiction_terms(None)["persona_consistency"] == -2.0  # the default penalty
+    floored = [{"name": "persona_consistency", "weight": 1, "kwargs": {"penalty": 3.0, "floor": -1.0}}]
+    assert _contradiction_terms(floored)["persona_consistency"] == -1.0
+
+
+def test_parameterised_terms_pickle_and_reach_trl():
+    import pickle
+
+    term = get_reward("persona_consistency", {"penalty": 5.0})[1]
+    again = pickle.loads(pickle.dumps(term))
+    assert again.params == {"penalty": 5.0} and again.__name__ == "persona_consistency"
+    assert pickle.loads(pickle.dumps(get_reward("persona_consistency")[1])) is get_reward("persona_consistency")[1]
+    f = pickle.loads(pickle.dumps(to_trl("persona_consistency", penalty=5.0)))
+    assert f.__name__ == "persona_consistency" and f.fn.params == {"penalty": 5.0}
+
+
+def test_factories_and_classes_take_kwargs():
+    ctxs = contexts(3)
+    _, fn = get_reward("tests.test_rewards:get_length_penalty", {"per_char": 1.0})
+    assert call_reward("len", fn, ctxs) == [-float(len(c.agent_text)) for c in ctxs]
+    _, fn = get_reward("tests.test_rewards:get_length_penalty")  # a get_* factory is called even without kwargs
+    assert call_reward("len", fn, ctxs) == [-0.01 * len(c.agent_text) for c in ctxs]
+    _, cls = get_reward("tests.test_rewards:Scaled", {"scale": 2.5})
+    assert call_reward("scaled", cls, ctxs) == [2.5] * 3
+    spec = {"name": "tests.test_rewards:Scaled", "weight": 2.0, "kwargs": {"scale": 0.5}}
+    env = gym.make(TEXT_ID, reward_weights=[spec])
+    env.reset(seed=0)
+    _, reward, *_ = env.step("Hello")
+    assert reward == 1.0
+
+
+@pytest.mark.parametrize(
+    ("specs", "match"),
+    [
+        ({PC: {"weight": 1, "kwargs": {"penalti": 1}}}, r"parameter 'penalti'; allowed: \['floor', 'penalty'\]"),
+        ({PC: {"weight": 1, "kwargs": {"penalty": "x"}}}, "parameter 'penalty' must be a finite number"),
+        ({"task_success": {"weight": 1, "kwargs": {"x": 1}}}, "unknown parameter 'x'; allowed: \\[\\]"),
+        ({"tests.test_rewards:_length_penalty": {"weight": 1, "kwargs": {"x": 1}}}, "takes no parameters"),
+        ({"tests.test_rewards:Scaled": {"weight": 1, "kwargs": {"size": 1}}}, "cannot build it with kwargs"),
+        ({"task_success": {"wieght": 1}}, r"'task_success': unknown key\(s\) \['wieght'\]"),
+        ([{"name": "task_success"}], r"\[0\]: unknown key\(s\) \[\], missing \['weight'\]"),
+        ([{"name": "task_success", "weight": 1, "kwargs": [1]}], r"\[0\]\.kwargs: expected a mapping"),
+        ([{"name": "task_success", "weight": float("inf")}], r"\[0\]\.weight: .* must be a finite number"),
+        ("task_success", "expected a mapping of reward -> weight or a list"),
+    ],
+)  # fmt: skip
+def test_malformed_reward_specs_name_the_entry(specs, match):
+    with pytest.raises(ValueError, match=match):
+        WeightedReward(specs)
+    with pytest.raises(ValueError, match="reward_weights: "):
+        gym.make(TEXT_ID, reward_weights=specs)
+
+
+def test_reward_specs_are_settable_in_every_training_and_benchmark_config():
+    from agents.collect import CollectConfig, CollectError
+    from agents.lm_train import LMConfigError, LMTrainConfig
+    from agents.sb3 import ConfigError, TrainConfig
+    from dialog_env.benchmark import BenchmarkConfig
+    from rewards.compose import reward_specs_from_config
+
+    text = '{"task_success": 30, "persona_consistency": {"weight": 1, "kwargs": {"penalty": 4}}}'
+    want = [
+        {"name": "task_success", "weight": 30.0, "kwargs": {}},
+        {"name": "persona_consistency", "weight": 1.0, "kwargs": {"penalty": 4}},
+    ]
+    assert reward_specs_from_config(text) == want
+    assert reward_specs_from_config("") is None and reward_specs_from_config(None) is None
+    for cls, err in ((TrainConfig, ConfigError), (LMTrainConfig, LMConfigError), (CollectConfig, CollectError)):
+        cfg = cls(reward_weights=text)
+        cfg.validate()
+        assert cfg.reward_weights == want, cls
+        with pytest.raises(err, match="reward_weights: unknown reward 'task_sucess'"):
+            cls(reward_weights={"task_sucess": 1}).validate()
+    bench = BenchmarkConfig(agents=["rule"], reward_weights=want)
+    bench.validate()
+    assert bench.env_kwargs(0.15) == {"noise": 0.15, "reward_weights": want}
+    sb3 = TrainConfig(reward_weights=text)
+    sb3.validate()
+    assert sb3.env_kwargs() == {"noise": 0.0, "reward_weights": want}
+    assert TrainConfig().env_kwargs() == {"noise": 0.0}

@@ -24,6 +24,15 @@ from rewards.compose import WeightedReward
 ROLE_USER, ROLE_AGENT = "user", "assistant"
 
 
+def _copy_specs(specs: Any) -> Any:
+    """A copy of ``reward_weights`` as given (a mapping or a list of spec mappings) for the replay record."""
+    if isinstance(specs, Mapping):
+        return dict(specs)
+    if isinstance(specs, list | tuple):
+        return [dict(e) if isinstance(e, Mapping) else e for e in specs]
+    return specs
+
+
 class RenderModeError(ValueError, TypeError):
     """An unsupported ``render_mode``.
 
@@ -51,7 +60,7 @@ class PersonaRecCore(gym.Env):
         noise: float = 0.0,
         tracker: str = "rule",
         user: str = DEFAULT_USER,
-        reward_weights: Mapping[str, float] | None = None,
+        reward_weights: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         max_turns: int = 20,
         render_mode: str | None = None,
         debug: bool = False,
@@ -73,7 +82,7 @@ class PersonaRecCore(gym.Env):
             "noise": noise,
             "tracker": tracker,
             "user": user,
-            "reward_weights": dict(reward_weights) if reward_weights is not None else None,
+            "reward_weights": _copy_specs(reward_weights),
             "max_turns": max_turns,
         }
         self.world: World = load_world(world)

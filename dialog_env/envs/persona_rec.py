@@ -85,7 +85,8 @@ class PersonaRecEnv(PersonaRecCore):
     | `persona_file`   | str \\| None  | None      | JSONL personas to draw from instead of the split         |
     | `noise`          | float        | 0.0       | semantic error rate of the user channel (PyDial: 0/0.15/0.3) |
     | `tracker`        | str          | `"rule"`  | `rule` reads the user's text; `oracle` its true acts     |
-    | `reward_weights` | dict \\| None | None      | reward spec -> weight; None = the defaults above          |
+    | `user`           | str          | `"agenda"`| user simulator: registered name, `module:attr`, entry point |
+    | `reward_weights` | dict \\| list  | None      | spec -> weight, or [{name, weight, kwargs}]; None = above |
     | `max_turns`      | int          | 20        | turn limit (truncation); the observation's progress scale |
     | `render_mode`    | str \\| None  | None      | `"ansi"` returns the transcript with reward terms        |
     | `debug`          | bool         | False     | add `info["debug"]` with the hidden persona (never for training) |
