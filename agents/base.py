@@ -6,23 +6,27 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-import gymnasium as gym
+from dialog_env.view import AgentView, declares_privileged
 
 
 @runtime_checkable
 class Agent(Protocol):
     """A dialogue policy.
 
-    ``reset`` is called after each ``env.reset`` with the (possibly wrapped) env; ``act`` returns
-    an action for ``env.step``: an act id in ``PersonaRec-v0``, a string in ``PersonaRecText-v0``.
-    An agent that reads hidden state (the persona, the user's true acts) declares it with a class
-    attribute ``privileged = True`` (:func:`is_privileged`); demonstration collection refuses it.
+    ``reset`` is called after each ``env.reset`` with the agent's view of the env
+    (:class:`dialog_env.view.AgentView`: the world, the act table, the spaces, a read-only tracker,
+    the action mask and, in text mode, the dialogue and its notes; never the persona). ``act``
+    returns an action for ``env.step``: an act id in ``PersonaRec-v0``, a string in
+    ``PersonaRecText-v0``. An agent that reads hidden state (the persona, the goal) declares it with
+    a class attribute ``privileged = True`` (:func:`is_privileged`): its view then has ``hidden``,
+    the leaderboard marks its rows, and demonstration collection refuses it. Agents also accept a
+    plain env and make their view of it (:func:`dialog_env.view.agent_view`).
     """
 
     name: str
 
-    def reset(self, env: gym.Env, seed: int | None = None) -> None:
-        """Prepare for a new dialogue in ``env``."""
+    def reset(self, view: AgentView, seed: int | None = None) -> None:
+        """Prepare for a new dialogue seen through ``view``."""
         ...
 
     def act(self, observation: Any, info: dict[str, Any]) -> Any:
@@ -32,7 +36,7 @@ class Agent(Protocol):
 
 def is_privileged(agent: Any) -> bool:
     """Whether an agent declares that it reads hidden state (``privileged = True``)."""
-    return bool(getattr(agent, "privileged", False))
+    return declares_privileged(agent)
 
 
 AgentFactory = Callable[..., Agent]

@@ -11,9 +11,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.base import register_agent
-from dialog_env.envs.core import PersonaRecCore
-from dialog_env.envs.persona_rec_text import PersonaRecTextEnv
+from agents.base import is_privileged, register_agent
+from dialog_env.view import AgentView, agent_view
 
 
 class ActAgent:
@@ -21,20 +20,17 @@ class ActAgent:
 
     name = "act"
 
-    def reset(self, env: gym.Env, seed: int | None = None) -> None:
-        """Remember the env's core (tracker, act table, world)."""
-        core = env.unwrapped
-        if not isinstance(core, PersonaRecCore):
-            raise TypeError(f"{type(self).__name__} needs a PersonaRec environment, got {type(core).__name__}")
-        self.core = core
+    def reset(self, env: gym.Env | AgentView, seed: int | None = None) -> None:
+        """Take the agent's view of the env (read-only tracker, act table, world)."""
+        self.core = agent_view(env, privileged=is_privileged(self))
         # Text actions unless the env takes act ids (DiscreteActsWrapper around the text env).
-        self.text_mode = isinstance(core, PersonaRecTextEnv) and isinstance(env.action_space, gym.spaces.Text)
+        self.text_mode = self.core.text_actions
         self.rng = np.random.default_rng(seed)
 
     def act(self, observation: Any, info: dict[str, Any]) -> int | str:
         """Choose an act id (or its utterance in text mode)."""
         a = self.choose()
-        return self.core.act_to_text(a) if self.text_mode else a  # type: ignore[attr-defined]
+        return self.core.act_to_text(a) if self.text_mode else a
 
     def choose(self) -> int:
         """The act id to take; subclasses implement it."""
@@ -102,16 +98,14 @@ class OracleAgent(ActAgent):
     def choose(self) -> int:
         """The best acceptable item for the true persona, else ``bye``."""
         core = self.core
-        item = self.best_item(dict(core.persona.values))
+        item = self.best_item(dict(core.hidden.persona.values))
         return core.act_table.recommend(item) if item else core.act_table.bye
 
     def best_item(self, known: dict[str, str]) -> str | None:
         """Like :meth:`ActAgent.best_item` but in the true goal category."""
         core = self.core
-        ok = (
-            core.world.acceptable_mask(core.world.value_indices(core.persona.values), core.goal)
-            & ~core.tracker.rejected
-        )
+        persona, goal = core.hidden
+        ok = core.world.acceptable_mask(core.world.value_indices(persona.values), goal) & ~core.tracker.rejected
         cands = [core.world.items[i] for i in np.flatnonzero(ok)]
         if not cands:
             return None

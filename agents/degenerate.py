@@ -14,7 +14,7 @@ import gymnasium as gym
 
 from agents.base import register_agent
 from agents.baselines import ActAgent, RuleAgent
-from dialog_env.envs.persona_rec_text import PersonaRecTextEnv
+from dialog_env.view import AgentView, agent_view
 
 
 @register_agent("always_recommend")
@@ -99,12 +99,12 @@ class TextAgent:
     name = "text"
     mode = "text"
 
-    def reset(self, env: gym.Env, seed: int | None = None) -> None:
-        """Remember the text env's core."""
-        core = env.unwrapped
-        if not isinstance(core, PersonaRecTextEnv) or not isinstance(env.action_space, gym.spaces.Text):
+    def reset(self, env: gym.Env | AgentView, seed: int | None = None) -> None:
+        """Take the agent's view of the text env."""
+        view = agent_view(env)
+        if not view.text_actions:
             raise TypeError(f"{type(self).__name__} plays the text environment (dialog_env/PersonaRecText-v0)")
-        self.core = core
+        self.core = view
 
     def act(self, observation: Any, info: dict[str, Any]) -> str:
         """The next utterance."""

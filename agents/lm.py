@@ -17,7 +17,6 @@ import gymnasium as gym
 
 from agents.prompts import CATALOG_SYSTEM as SYSTEM_PROMPT
 from agents.prompts import example_exchange, get_prompt, policy_prompt, prompt_messages, system_prompt
-from dialog_env.envs.core import PersonaRecCore
 from dialog_env.lm import (
     DEFAULT_MODEL,
     GenerationConfig,
@@ -27,6 +26,7 @@ from dialog_env.lm import (
     render_ids,
     user_turn_text,
 )
+from dialog_env.view import AgentView, agent_view
 
 # Prompt builders live in agents.prompts; re-exported here, where they used to be.
 __all__ = ["SYSTEM_PROMPT", "LMAgent", "example_exchange", "prompt_messages", "shared_lm", "system_prompt"]
@@ -90,21 +90,22 @@ class LMAgent:
         self.seed = seed
         self._turns = 0
         self._batch: IncrementalBatch | None = None
-        self._rows: list[tuple[int, int]] = []  # (id(core), episode) of each batch row
+        self._rows: list[tuple[int, int]] = []  # (env key, episode) of each batch row
         self._episodes: dict[int, int] = {}
         self._closed: dict[tuple[int, int], bool] = {}  # did the last reply end with end-of-sequence?
 
-    def reset(self, env: gym.Env, seed: int | None = None) -> None:
-        """Remember the env (its tracker feeds the prompt's summary)."""
-        core = env.unwrapped
-        if not isinstance(core, PersonaRecCore) or not isinstance(env.action_space, gym.spaces.Text):
+    def reset(self, env: gym.Env | AgentView, seed: int | None = None) -> None:
+        """Take the agent's view of the env (its tracker feeds the prompt's summary)."""
+        view = agent_view(env)
+        if not view.text_actions:
             raise TypeError("LMAgent plays the text environment (dialog_env/PersonaRecText-v0)")
-        self.core = core
-        self._episodes[id(core)] = self._episodes.get(id(core), 0) + 1  # a new dialogue: its old row is stale
+        self.core = view
+        key = view.env_key
+        self._episodes[key] = self._episodes.get(key, 0) + 1  # a new dialogue: its old row is stale
         if seed is not None:
             self.seed = seed
 
-    def conversation(self, core: PersonaRecCore) -> list[dict[str, str]]:
+    def conversation(self, core: AgentView) -> list[dict[str, str]]:
         """The prompt of the next turn: system message, then the dialogue in chat format."""
         return prompt_messages(core, self.summary, style=self.style)
 
@@ -112,8 +113,9 @@ class LMAgent:
         """The next utterance for the env given at :meth:`reset`."""
         return self.act_batch([self.core])[0]
 
-    def act_batch(self, cores: Sequence[PersonaRecCore]) -> list[str]:
-        """Next utterances for many dialogues, generated in one batch."""
+    def act_batch(self, cores: Sequence[AgentView | gym.Env]) -> list[str]:
+        """Next utterances for many dialogues (their agent views), generated in one batch."""
+        cores = [agent_view(c) for c in cores]
         seed = self.seed + self._turns if self.config.do_sample else None
         self._turns += 1
         if not self.reuse_cache:
@@ -124,10 +126,10 @@ class LMAgent:
         completions = self._generate_incremental(cores, seed)
         return [self.tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions]
 
-    def _generate_incremental(self, cores: Sequence[PersonaRecCore], seed: int | None) -> list[list[int]]:
+    def _generate_incremental(self, cores: Sequence[AgentView], seed: int | None) -> list[list[int]]:
         """Continue each dialogue's own token sequence; dialogues seen before encode only the user's reply."""
         tok = self.tokenizer
-        keys = [(id(c), self._episodes.get(id(c), 0)) for c in cores]
+        keys = [(c.env_key, self._episodes.get(c.env_key, 0)) for c in cores]
         index = {k: r for r, k in enumerate(self._rows)} if self._batch is not None else {}
         old = [(k, c) for k, c in zip(keys, cores, strict=True) if k in index]
         new = [(k, c) for k, c in zip(keys, cores, strict=True) if k not in index]

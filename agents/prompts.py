@@ -25,6 +25,7 @@ from typing import Any
 
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.io import atomic_write_text
+from dialog_env.view import AgentView
 
 #: The file in a model folder that records the prompt style the policy was trained with.
 POLICY_FILE = "dialog_env_policy.json"
@@ -71,13 +72,13 @@ def get_prompt(name: str) -> PromptStyle:
     return PROMPTS[name]
 
 
-def _catalog(core: PersonaRecCore) -> list[Any]:
+def _catalog(core: PersonaRecCore | AgentView) -> list[Any]:
     """The items of the wanted category once the tracker has heard it, else every item."""
     goal = core.tracker.goal
     return [it for it in core.world.items if goal is None or it.category == goal]
 
 
-def system_prompt(core: PersonaRecCore, summary: bool = True, style: PromptStyle | None = None) -> str:
+def system_prompt(core: PersonaRecCore | AgentView, summary: bool = True, style: PromptStyle | None = None) -> str:
     """The system message for one dialogue, built only from agent-side state.
 
     In the ``catalog`` style it lists the wanted category once the tracker has heard it (else
@@ -103,7 +104,7 @@ def system_prompt(core: PersonaRecCore, summary: bool = True, style: PromptStyle
     return "\n".join(lines)
 
 
-def example_exchange(core: PersonaRecCore) -> list[dict[str, str]]:
+def example_exchange(core: PersonaRecCore | AgentView) -> list[dict[str, str]]:
     """A short worked exchange shown before the dialogue: ask, ask, then recommend by exact name.
 
     Small instruct models follow a demonstrated pattern far better than a system instruction
@@ -125,7 +126,10 @@ def example_exchange(core: PersonaRecCore) -> list[dict[str, str]]:
 
 
 def prompt_messages(
-    core: PersonaRecCore, summary: bool = False, example: bool = True, style: PromptStyle | str | None = None
+    core: PersonaRecCore | AgentView,
+    summary: bool = False,
+    example: bool = True,
+    style: PromptStyle | str | None = None,
 ) -> list[dict[str, str]]:
     """The chat an LM policy continues: the system message, the worked example, the dialogue so far.
 
@@ -141,7 +145,7 @@ def prompt_messages(
     return [{"role": "system", "content": system_prompt(core, summary, style)}, *shown, *dialogue]
 
 
-def user_turn_content(style: PromptStyle, core: PersonaRecCore, info: dict[str, Any]) -> str:
+def user_turn_content(style: PromptStyle, core: PersonaRecCore | AgentView, info: dict[str, Any]) -> str:
     """What the policy reads of the user's latest turn: its text, and the state note in the ``notes`` style."""
     return f"{info['user_text']}\n{core.note()}" if style.notes else info["user_text"]  # type: ignore[attr-defined]
 

@@ -38,6 +38,7 @@ from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
 from dialog_env.evaluation import METRICS, evaluate, summarize
 from dialog_env.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from dialog_env.persona import SPLITS
+from dialog_env.view import AgentView, agent_view
 from dialog_env.wrappers import DiscreteActsWrapper, RewardTermStats
 from rewards.compose import reward_specs_from_config
 
@@ -215,14 +216,14 @@ class SB3Agent:
         self.model = model if isinstance(model, BaseAlgorithm) else load_model(model, algo)
         self.masked = isinstance(self.model, MaskablePPO)
 
-    def reset(self, env: gym.Env, seed: int | None = None) -> None:
-        """Nothing to reset: the policies are feed-forward."""
-        self.text_mode = isinstance(env.action_space, gym.spaces.Text)
+    def reset(self, env: gym.Env | AgentView, seed: int | None = None) -> None:
+        """Take the agent's view (the policies are feed-forward: nothing else to reset)."""
+        self.core = agent_view(env)
+        self.text_mode = self.core.text_actions
         self.encoder = None
         if self.text_mode:
             from dialog_env.wrappers import BeliefEncoder
 
-            self.core = env.unwrapped
             self.encoder = BeliefEncoder(self.core)
 
     def act(self, observation: Any, info: dict[str, Any]) -> int | str:

@@ -126,7 +126,16 @@ def run_benchmark(
         summary = summarize(records)
         if progress is not None:
             progress(f"{label} split={split} noise={noise}: return {summary['return']['mean']:.2f}")
-        rows.append({"agent": label, "split": split, "noise": noise, "episodes": len(records), "metrics": summary})
+        rows.append(
+            {
+                "agent": label,
+                "split": split,
+                "noise": noise,
+                "episodes": len(records),
+                "privileged": any(r.privileged for r in records),
+                "metrics": summary,
+            }
+        )
         transcripts += [
             {"agent": label, "split": split, "noise": noise, **record_to_json(r, with_messages=True)}
             for r in records[: cfg.transcripts]
@@ -140,6 +149,9 @@ def run_benchmark(
     return board
 
 
+PRIVILEGED_MARK = "(privileged)"
+
+
 def leaderboard_markdown(board: dict[str, Any]) -> str:
     """One table per (split, noise) condition, agents sorted by mean return."""
     cfg = board["config"]
@@ -147,7 +159,8 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
         "# Leaderboard",
         "",
         f"mode={cfg['mode']}, seeds={cfg['seeds']}, {cfg['episodes']} episodes per agent spec, split, noise and seed. "
-        "Mean ± 95% CI half-width over episodes (pooled over seeds and same-label specs).",
+        "Mean ± 95% CI half-width over episodes (pooled over seeds and same-label specs). "
+        f"{PRIVILEGED_MARK}: the agent reads the hidden persona (a ceiling, not a competitor).",
     ]
     conditions = list(dict.fromkeys((r["split"], r["noise"]) for r in board["rows"]))
     for split, noise in conditions:
@@ -160,7 +173,8 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
         lines.append("|---|---|" + "---|" * len(METRICS))
         for r in rows:
             cells = [f"{r['metrics'][m]['mean']:.3f} ± {r['metrics'][m]['ci95']:.3f}" for m in METRICS]
-            lines.append(f"| {r['agent']} | {r['episodes']} | " + " | ".join(cells) + " |")
+            label = f"{r['agent']} {PRIVILEGED_MARK}" if r.get("privileged") else r["agent"]
+            lines.append(f"| {label} | {r['episodes']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -244,13 +244,16 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+def _table(summary: dict[str, dict[str, dict[str, float]]], privileged: Sequence[str] = ()) -> str:
+    from dialog_env.benchmark import PRIVILEGED_MARK
+
     head = "| agent | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |"
     sep = "|---|" + "---|" * len(METRICS)
     rows = [head, sep]
     for agent, s in summary.items():
         cells = [f"{s[m]['mean']:.3f} ± {s[m]['ci95']:.3f}" for m in METRICS]
-        rows.append(f"| {agent} | " + " | ".join(cells) + " |")
+        label = f"{agent} {PRIVILEGED_MARK}" if agent in privileged else agent
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -268,6 +271,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_kwargs = _env_kwargs(args)
     summary: dict[str, dict[str, dict[str, float]]] = {}
     modes: dict[str, str] = {}
+    privileged: list[str] = []  # agents that read the hidden persona: marked in the table
     transcripts: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     from dialog_env.benchmark import parse_agent_entry
@@ -285,12 +289,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         summary[label] = summarize(records)
         modes[label] = records[0].mode  # an agent may need its own mode (lm: agents play text)
+        if records[0].privileged:
+            privileged.append(label)
         transcripts += [{"agent": label, **record_to_json(r, with_messages=True)} for r in records[: args.transcripts]]
     elapsed = time.perf_counter() - t0
     played = sorted(set(modes.values()))
     mode = played[0] if len(played) == 1 else ", ".join(f"{k}: {v}" for k, v in modes.items())
     title = f"split={args.split} mode={mode} noise={args.noise} episodes={args.episodes} seed={args.seed}"
-    table = _table(summary)
+    table = _table(summary, privileged)
     print(title)
     print(table)
     print("(mean ± 95% CI half-width over episodes)")
@@ -300,6 +306,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "split": args.split,
             "mode": played[0] if len(played) == 1 else "mixed",
             "modes": modes,
+            "privileged": privileged,
             "episodes": args.episodes,
             "seed": args.seed,
             "agents": args.agents,

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from dialog_env.envs.core import PersonaRecCore
+from dialog_env.view import agent_view, declares_privileged
 from rewards.builtin import consistency_counts, persona_consistency
 
 METRICS = ("success", "contradiction_rate", "consistency", "slots_discovered", "turns", "return", "jga")
@@ -42,6 +43,7 @@ class EpisodeRecord:
         messages: The dialogue in chat format.
         outcome: ``accepted``, ``left``, ``bye``, ``truncated`` or ``false_accept``.
         mode: ``act`` or ``text``: the env the agent played in.
+        privileged: The agent declared that it reads hidden state (its view had the persona).
     """
 
     seed: int
@@ -55,6 +57,7 @@ class EpisodeRecord:
     outcome: str
     reward_terms: dict[str, float] = field(default_factory=dict)
     mode: str = ""
+    privileged: bool = False
     messages: list[dict[str, str]] = field(default_factory=list)
 
     def metric(self, name: str) -> float:
@@ -65,8 +68,8 @@ class EpisodeRecord:
 class EpisodeAccumulator:
     """Collects one dialogue's metrics turn by turn (shared by the sequential and batched loops)."""
 
-    def __init__(self, core: PersonaRecCore, seed: int) -> None:
-        self.core, self.seed = core, seed
+    def __init__(self, core: PersonaRecCore, seed: int, privileged: bool = False) -> None:
+        self.core, self.seed, self.privileged = core, seed, privileged
         self.ret, self.turns, self.bad_turns, self.jga_hits = 0.0, 0, 0, 0
         self.consistency: list[float] = []
         self.terms: dict[str, float] = {}
@@ -97,6 +100,7 @@ class EpisodeAccumulator:
             outcome=outcome,
             reward_terms=self.terms,
             mode=self.core.mode,
+            privileged=self.privileged,
             messages=self.core.messages(),
         )
 
@@ -122,8 +126,9 @@ def run_episode(
     """Play one dialogue of ``agent`` in ``env`` from ``reset(seed=seed)``."""
     core = _core(env)
     obs, info = env.reset(seed=seed, options=options)
-    agent.reset(env, seed=seed)
-    acc = EpisodeAccumulator(core, seed)
+    privileged = declares_privileged(agent)
+    agent.reset(agent_view(env, privileged), seed=seed)
+    acc = EpisodeAccumulator(core, seed, privileged)
     while True:
         obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
         acc.add(reward, info)
@@ -143,6 +148,8 @@ def run_episodes_batched(
     to what :func:`run_episode` gives for each seed when the agent's choices are per-dialogue.
     """
     cores = [_core(e) for e in envs]
+    privileged = declares_privileged(agent)
+    views = [agent_view(e, privileged) for e in envs]
     pending = list(enumerate(seeds))[::-1]
     records: dict[int, EpisodeRecord] = {}
     active: dict[int, tuple[int, EpisodeAccumulator]] = {}
@@ -151,14 +158,14 @@ def run_episodes_batched(
         if pending:
             idx, s = pending.pop()
             envs[k].reset(seed=s)
-            agent.reset(envs[k], seed=s)
-            active[k] = (idx, EpisodeAccumulator(cores[k], s))
+            agent.reset(views[k], seed=s)
+            active[k] = (idx, EpisodeAccumulator(cores[k], s, privileged))
 
     for k in range(len(envs)):
         start(k)
     while active:
         ks = sorted(active)
-        texts = agent.act_batch([cores[k] for k in ks])
+        texts = agent.act_batch([views[k] for k in ks])
         for k, text in zip(ks, texts, strict=True):
             _, reward, terminated, truncated, info = envs[k].step(text)
             idx, acc = active[k]

@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from dialog_env import acts as A
 from dialog_env.envs.core import PersonaRecCore
+from dialog_env.view import AgentView
 
 
 class BeliefEncoder:
@@ -25,10 +26,10 @@ class BeliefEncoder:
     from what the agent heard: nothing hidden.
 
     Args:
-        core: The (unwrapped) environment whose tracker is encoded.
+        core: The (unwrapped) environment whose tracker is encoded, or an agent's view of it.
     """
 
-    def __init__(self, core: PersonaRecCore) -> None:
+    def __init__(self, core: PersonaRecCore | AgentView) -> None:
         w, t = core.world, core.tracker
         n_slots, n_items, n_cats = len(w.slots), len(w.items), len(w.categories)
         self.core = core

@@ -39,7 +39,7 @@ def test_benchmark_writes_leaderboard_charts_and_transcripts(tmp_path):
         for m in ("success", "contradiction_rate", "consistency", "slots_discovered", "turns", "return"):
             assert set(r["metrics"][m]) == {"mean", "ci95"}
     md = (tmp_path / "leaderboard.md").read_text()
-    assert md.count("## split=") == 4 and "| oracle |" in md
+    assert md.count("## split=") == 4 and "| oracle (privileged) |" in md and "| rule |" in md
     for m in ("success", "return", "contradiction_rate", "consistency"):
         assert (tmp_path / f"{m}.png").read_bytes()[:8] == PNG
     rows = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
@@ -73,7 +73,7 @@ def test_parse_agent_entry():
 def test_markdown_sorts_by_return(tmp_path):
     board = run_benchmark(small_config(agents=["random", "oracle"], splits=["test"], noise=[0.0]), tmp_path)
     md = leaderboard_markdown(board)
-    assert md.index("| oracle |") < md.index("| random |")
+    assert md.index("| oracle (privileged) |") < md.index("| random |")
 
 
 def test_benchmark_script_with_a_trained_sb3_agent(tmp_path):

@@ -20,7 +20,7 @@ def test_eval_writes_parsable_run_folder(tmp_path):
     out = tmp_path / "run"
     r = run_cli("eval", "--agents", "random", "rule", "oracle", "--episodes", "30", "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "| oracle |" in r.stdout and "success" in r.stdout
+    assert "| oracle (privileged) |" in r.stdout and "success" in r.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]) == {"random", "rule", "oracle"}
     assert results["results"]["oracle"]["success"]["mean"] == 1.0
@@ -115,7 +115,7 @@ def test_bad_arguments_give_clear_errors(args, needle):
 def test_demo_trains_benchmarks_and_says_where_the_plots_are(tmp_path):
     r = run_cli("demo", "--steps", "512", "--episodes", "5", "--eval-episodes", "5", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "| maskable_ppo |" in r.stdout and "| rule |" in r.stdout and "| oracle |" in r.stdout
+    assert "| maskable_ppo |" in r.stdout and "| rule |" in r.stdout and "| oracle (privileged) |" in r.stdout
     assert "learning curve:" in r.stdout and "charts:" in r.stdout
     (demo,) = tmp_path.iterdir()
     assert (demo / "maskable_ppo" / "learning_curve.png").is_file()
