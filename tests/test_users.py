@@ -193,3 +193,95 @@ def test_noise_levels_are_paired_comparisons():
             if n[2] or n[3] or p[2] or p[3]:
                 break
     assert differs > 0  # the channel does change what the agent hears
+
+
+# -- the LM-backed user ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from tests.lm_fixtures import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_user"))
+
+
+def play_lm_user(tiny_lm, seed, agent="planner", max_turns=6):
+    from agents import make_agent
+
+    env = gym.make(TEXT_ID, user=f"lm:{tiny_lm}", max_turns=max_turns)
+    player = make_agent(agent)
+    obs, info = env.reset(seed=seed)
+    player.reset(env, seed=seed)
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
+        done = terminated or truncated
+    return env.unwrapped
+
+
+def test_a_tiny_model_lm_user_runs_end_to_end_and_falls_back_to_templates(tiny_lm):
+    from dialog_env.users.lm import LMUser
+
+    core = play_lm_user(tiny_lm, seed=1)
+    user = core.user
+    assert isinstance(user, LMUser) and isinstance(user, UserSimulator)
+    assert user.stats["turns"] == core.turn + 1 and user.stats["candidates"] == user.stats["turns"] * user.tries
+    # A random tiny model never says what the acts mean: every turn is the template, verified or not.
+    assert user.stats["fallback"] == user.stats["turns"] and user.stats["verified"] == 0
+    # The tracker heard exactly what the user truly said (JGA 1 on every turn).
+    assert core.tracker.known() == core.judge.revealed
+    again = play_lm_user(tiny_lm, seed=1)
+    assert again.messages() == core.messages()  # seeded: the same dialogue
+
+
+def test_the_lm_user_says_the_first_candidate_that_verifies(tiny_lm, monkeypatch):
+    from dialog_env.users.lm import LMUser
+
+    world = load_world()
+    user = LMUser(world, model=str(tiny_lm))
+    persona = PersonaSampler(world, "train").sample(np.random.default_rng(3))
+    judge = Judge(world)
+    goal = world.categories[1].id
+    judge.start(persona, goal)
+    said = {}
+
+    def fake_candidates(template):
+        said["template"] = template
+        unrevealed = next(s for s in world.slot_names)
+        invented = f"{template} {world.value(unrevealed, persona.values[unrevealed]).fact}."
+        long = f"I can help you with that! {template} " + "Here are some ideas for you. " * 3
+        return ["", invented, long, f"{template} Can I help?", template.upper() + "!", "something else entirely"]
+
+    monkeypatch.setattr(user, "candidates", fake_candidates)
+    opening = user.reset(persona, goal, random.Random(0), judge)
+    # Refused: empty, an invented fact, an assistant-like ramble, a question the template does not ask.
+    assert opening.text == said["template"].upper() + "!"
+    assert opening.acts == (Act(A.REQUEST, None, goal),)
+    assert user.stats == {"turns": 1, "verified": 1, "fallback": 0, "candidates": 5}
+
+
+def test_lm_user_specs_are_checked():
+    with pytest.raises(ValueError, match="user 'lm:runs/nope/model': model: no such folder"):
+        gym.make(TEXT_ID, user="lm:runs/nope/model")
+    from dialog_env.users.lm import LMUser
+
+    with pytest.raises(ValueError, match="tries and max_new_tokens must be positive"):
+        LMUser(load_world(), tries=0)
+
+
+@pytest.mark.real_model
+def test_the_lm_user_on_the_embedded_smollm2():
+    """SmolLM2 phrases real turns; whatever it says, the tracker hears only verified acts."""
+    from agents import make_agent
+
+    env = gym.make(TEXT_ID, user="lm:smollm2", split="test", max_turns=3)
+    player = make_agent("planner")
+    core = env.unwrapped
+    for seed in range(1):
+        obs, info = env.reset(seed=seed)
+        player.reset(env, seed=seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(player.act(obs, info))
+            done = terminated or truncated
+            assert core.tracker.known() == core.judge.revealed
+    stats = core.user.stats
+    assert stats["turns"] >= 2 and stats["verified"] + stats["fallback"] == stats["turns"]

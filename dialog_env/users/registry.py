@@ -6,6 +6,7 @@ the world, ``factory(world)``; a class whose constructor takes the world is such
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -41,9 +42,22 @@ def register_user(name: str, factory: UserFactory | None = None) -> Any:
     return add(factory) if factory is not None else add
 
 
+LM_PREFIX = "lm:"
+"""``lm:<model>``: the LM-backed user (:class:`dialog_env.users.lm.LMUser`) on ``<model>``."""
+
+
 def _resolve(spec: str) -> UserFactory:
     if spec in USERS:
         return USERS[spec]
+    if spec.startswith(LM_PREFIX):
+        from dialog_env.lm import model_spec_problem
+        from dialog_env.users.lm import LMUser
+
+        model = spec[len(LM_PREFIX) :]
+        problem = model_spec_problem(model)
+        if problem:
+            raise ValueError(f"user {spec!r}: {problem}")
+        return functools.partial(LMUser, model=model)
     eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if spec in eps:
         return eps[spec].load()
@@ -59,8 +73,8 @@ def _resolve(spec: str) -> UserFactory:
             obj = getattr(obj, part)
         return obj
     raise ValueError(
-        f"user: unknown user {spec!r}; expected one of {sorted(USERS)}, an entry point of group "
-        f"{ENTRY_POINT_GROUP!r} ({sorted(eps)}), or an import path 'package.module:attr'"
+        f"user: unknown user {spec!r}; expected one of {sorted(USERS)}, 'lm:<model>' (an LM-backed user), an entry "
+        f"point of group {ENTRY_POINT_GROUP!r} ({sorted(eps)}), or an import path 'package.module:attr'"
     )
 
 
@@ -68,8 +82,10 @@ def make_user(spec: str, world: World) -> UserSimulator:
     """Build the simulator ``spec`` names for ``world``.
 
     Args:
-        spec: A registered name (:data:`USERS`), an entry point of the ``dialog_env.users`` group,
-            or ``"package.module:attr"``; the target is a factory called with the world.
+        spec: A registered name (:data:`USERS`), ``"lm:<model>"`` (the LM-backed user on
+            ``smollm2``, a Hugging Face id or a model folder), an entry point of the
+            ``dialog_env.users`` group, or ``"package.module:attr"``; the target is a factory
+            called with the world.
         world: The env's world.
 
     Raises:

@@ -1,0 +1,163 @@
+"""An LM-backed user: the agenda policy decides what the user does, a language model says it.
+
+Each turn the :class:`~dialog_env.users.agenda.AgendaUser` chooses the grounded acts (so the
+persona, patience and the judge's rules stay exactly those of the agenda user) and renders them
+with its templates. The LM then rewrites that message in the user's own words, conditioned on the
+persona's facts, the acts' template wording and the verbosity trait. The user-side NLU verifies
+every candidate: it must read the same acts from the LM's text as from the template (the rule
+NLU of the tracker, with the agent's last turn as context), so an LM that drops an answer, invents
+a fact or leaks one the user did not mean to reveal is never heard. Two guards against a small
+LM slipping into the assistant's role, which the keyword-based NLU alone can miss: a candidate may
+be at most twice as long as the template (in words, at least 12), and may ask a question only
+where the template does. Up to ``tries`` candidates are
+sampled in one batched ``generate`` call; if none verifies, the template text is said.
+
+``user="lm:smollm2"`` (the embedded default) or ``user="lm:<HF id or folder>"`` in any env.
+``stats`` counts turns, verified LM turns and template fallbacks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from dialog_env import acts as A
+from dialog_env.acts import DialogueAct
+from dialog_env.nlu import Lexicon, UserNLU
+from dialog_env.persona import Persona
+from dialog_env.users.agenda import AgendaUser, AgendaUserConfig
+from dialog_env.users.base import UserTurn
+from dialog_env.world import World
+
+if TYPE_CHECKING:
+    from dialog_env.judge import Judge
+
+_MODELS: dict[tuple[str, str], tuple[Any, Any]] = {}
+"""Loaded (model, tokenizer) per (model spec, dtype): envs in one process share them."""
+
+STYLE = {
+    "terse": "as briefly as possible",
+    "normal": "in one or two short sentences",
+    "chatty": "in a friendly, talkative way",
+}
+
+INSTRUCTION = (
+    "You are a person chatting with an assistant that recommends things. {facts}"
+    "Rewrite the message you get in your own words, {style}. Keep every answer, fact and name it "
+    "contains; add no other facts. Reply with the rewritten message only."
+)
+
+
+def _shared_lm(model: str, dtype: str) -> tuple[Any, Any]:
+    key = (model, dtype)
+    if key not in _MODELS:
+        from dialog_env.lm import load_lm
+
+        _MODELS[key] = load_lm(model, dtype=dtype)
+    return _MODELS[key]
+
+
+def _act_key(acts: Sequence[DialogueAct]) -> frozenset[tuple[str, str | None, str | None]]:
+    return frozenset((a.intent, a.slot, a.value) for a in acts)
+
+
+class LMUser:
+    """The agenda user's decisions in an LM's words (see the module docstring).
+
+    Args:
+        world: The world.
+        model: ``"smollm2"``, a Hugging Face id or a local model folder.
+        tries: LM candidates sampled per turn (one batched call) before falling back to the template.
+        temperature: Sampling temperature of the candidates.
+        max_new_tokens: Token cap of a candidate.
+        dtype: Model dtype (``float32`` unless bf16 measures faster on the machine).
+        config: The agenda policy's knobs.
+    """
+
+    def __init__(
+        self,
+        world: World,
+        model: str = "smollm2",
+        tries: int = 3,
+        temperature: float = 0.8,
+        max_new_tokens: int = 48,
+        dtype: str = "float32",
+        config: AgendaUserConfig | None = None,
+    ) -> None:
+        if tries < 1 or max_new_tokens < 1 or not temperature > 0:
+            raise ValueError(
+                f"LMUser: tries and max_new_tokens must be positive and temperature > 0, got {tries}, "
+                f"{max_new_tokens}, {temperature}"
+            )
+        self.world = world
+        self.agenda = AgendaUser(world, config)
+        self.nlu = UserNLU(Lexicon(world))
+        self.model_name, self.dtype = model, dtype
+        self.tries, self.temperature, self.max_new_tokens = tries, temperature, max_new_tokens
+        self.stats = {"turns": 0, "verified": 0, "fallback": 0, "candidates": 0}
+        self._lm: tuple[Any, Any] | None = None
+
+    @property
+    def lm(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)``, loaded on first use and shared within the process."""
+        if self._lm is None:
+            self._lm = _shared_lm(self.model_name, self.dtype)
+        return self._lm
+
+    # -- the UserSimulator protocol -------------------------------------------------------------
+    def reset(self, persona: Persona, goal: str, rng: random.Random, judge: Judge | None = None) -> UserTurn:
+        """Start a dialogue: the agenda user's opening, in the LM's words."""
+        self.persona, self.rng = persona, rng
+        return self._phrase(self.agenda.reset(persona, goal, rng, judge), ())
+
+    def respond(self, agent_acts: Sequence[DialogueAct], agent_text: str = "") -> UserTurn:
+        """Answer one agent turn: the agenda user's acts, in the LM's words."""
+        return self._phrase(self.agenda.respond(agent_acts, agent_text), agent_acts)
+
+    def render(self, acts: Sequence[DialogueAct], rng: random.Random) -> str:
+        """Template rendering (the noisy channel re-phrases misheard acts with the templates)."""
+        return self.agenda.render(acts, rng)
+
+    # -- phrasing -------------------------------------------------------------------------------
+    def conversation(self, template: str) -> list[dict[str, str]]:
+        """The LM's chat for one message: instruction with the persona's facts, then the template text."""
+        facts = " ".join(f"{self.world.value(s, v).fact}." for s, v in self.persona.values.items())
+        style = STYLE[self.persona.traits["verbosity"]]
+        system = INSTRUCTION.format(facts=f"About you: {facts} ", style=style)
+        return [{"role": "system", "content": system}, {"role": "user", "content": template}]
+
+    def reading(self, text: str, agent_acts: Sequence[DialogueAct]) -> tuple[DialogueAct, ...]:
+        """How the rule NLU reads ``text`` as the answer to ``agent_acts`` (the tracker's context)."""
+        asked = tuple(a.slot for a in agent_acts if a.intent == A.ASK)
+        confirm = next(((a.slot, a.value) for a in agent_acts if a.intent == A.CONFIRM), None)
+        rec = next((a.value for a in agent_acts if a.intent == A.RECOMMEND), None)
+        return self.nlu.parse(text, asked, confirm, rec)  # type: ignore[arg-type]
+
+    def candidates(self, template: str) -> list[str]:
+        """``tries`` LM rewrites of ``template``, sampled in one batched call (seeded by the user's rng)."""
+        from dialog_env.lm import GenerationConfig, generate_batch
+
+        model, tokenizer = self.lm
+        config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature)
+        seed = self.rng.randrange(2**31)
+        texts, _, _ = generate_batch(model, tokenizer, [self.conversation(template)] * self.tries, config, seed)
+        return [" ".join(t.split()) for t in texts]
+
+    def verifies(self, text: str, template: str, agent_acts: Sequence[DialogueAct]) -> bool:
+        """Whether ``text`` may stand for ``template`` (see the module docstring)."""
+        if not text or len(text.split()) > max(12, 2 * len(template.split())):
+            return False
+        if "?" in text and "?" not in template:
+            return False
+        return _act_key(self.reading(text, agent_acts)) == _act_key(self.reading(template, agent_acts))
+
+    def _phrase(self, turn: UserTurn, agent_acts: Sequence[DialogueAct]) -> UserTurn:
+        self.stats["turns"] += 1
+        for text in self.candidates(turn.text):
+            self.stats["candidates"] += 1
+            if self.verifies(text, turn.text, agent_acts):
+                self.stats["verified"] += 1
+                return UserTurn(turn.acts, text, turn.outcome)
+        self.stats["fallback"] += 1
+        return turn
