@@ -3,7 +3,7 @@
     python scripts/train_sb3.py --algo maskable_ppo --total-timesteps 200000 --seed 0
     python scripts/train_sb3.py --resume runs/<run folder>        # after an interruption
 
-Same as ``dialog-env train sb3 ...``. See agents/sb3.py for the run folder's contents.
+Same as ``dialog-env train sb3 ...``. See agents/sb3/ for the run folder's contents.
 """
 
 import sys

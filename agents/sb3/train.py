@@ -1,0 +1,226 @@
+"""SB3 training runs: vectorised envs, train, resume, and the command line."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.sb3.callbacks import EvalAndCheckpoint, RewardTermLogger
+from agents.sb3.checkpoints import CHECKPOINT_NAME, atomic_save_model, latest_checkpoint
+from agents.sb3.config import ALGOS, VEC_ENVS, ConfigError, TrainConfig, load_hyperparams, parse_overrides
+from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
+from dialog_env.evaluation import evaluate, summarize
+from dialog_env.io import atomic_write_text
+from dialog_env.wrappers import DiscreteActsWrapper, RewardTermStats
+
+# -- environments ------------------------------------------------------------------------------
+
+
+def _wrap_for_sb3(env: gym.Env) -> gym.Env:
+    if isinstance(env.action_space, gym.spaces.Text):
+        env = DiscreteActsWrapper(env)
+    return RewardTermStats(env)
+
+
+def make_train_env(cfg: TrainConfig, n_envs: int, seed: int) -> VecEnv:
+    """Vectorised, monitored training envs (text envs get :class:`DiscreteActsWrapper`)."""
+    return make_vec_env(
+        cfg.env_id,
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs={"split": cfg.split, "render_mode": None, **cfg.env_kwargs()},
+        wrapper_class=_wrap_for_sb3,
+        vec_env_cls=VEC_ENVS[cfg.vec_env],
+    )
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """``<env>__<exp_name>__<seed>__<unix time>`` (CleanRL's convention; '/' replaced)."""
+    return f"{cfg.env_id.replace('/', '_')}__{cfg.exp_name}__{cfg.seed}__{int(time.time())}"
+
+
+def _baseline_references(cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    from agents.baselines import OracleAgent, RuleAgent
+
+    refs = {}
+    for name, cls in (("rule", RuleAgent), ("oracle", OracleAgent)):
+        s = summarize(
+            evaluate(cls, split=cfg.eval_split, episodes=cfg.eval_episodes, seed=10_000, env_kwargs=cfg.env_kwargs())
+        )
+        refs[name] = {"success": s["success"]["mean"], "return": s["return"]["mean"]}
+    return refs
+
+
+def train(cfg: TrainConfig, run_dir: str | Path | None = None) -> Path:
+    """Train a new run; returns its folder.
+
+    Raises:
+        ConfigError: Invalid configuration or hyper-parameters.
+    """
+    cfg.validate()
+    hp = load_hyperparams(cfg.algo, cfg.env_id, cfg.hyperparams)
+    run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg)
+    if (run / "config.yaml").exists():
+        raise ConfigError(f"{run}: a run already exists here; use resume to continue it")
+    run.mkdir(parents=True, exist_ok=True)
+    resolved = {**dataclasses.asdict(cfg), "resolved_hyperparams": hp}
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    metrics = {
+        "config": resolved,
+        "evals": [],
+        "best": None,
+        "num_timesteps": 0,
+        "references": _baseline_references(cfg),
+    }
+    return _learn(cfg, hp, run, metrics, model=None)
+
+
+def resume(run_dir: str | Path, total_timesteps: int | None = None, progress_bar: bool | None = None) -> Path:
+    """Continue a run from its last checkpoint up to its (or a new) ``total_timesteps``.
+
+    Raises:
+        ConfigError: No run or no checkpoint in ``run_dir``.
+    """
+    run = Path(run_dir)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{run}: not a run folder (no config.yaml)")
+    resolved = yaml.safe_load(cfg_path.read_text())
+    hp = resolved.pop("resolved_hyperparams")
+    cfg = TrainConfig(**resolved)
+    if total_timesteps is not None:
+        cfg.total_timesteps = total_timesteps
+    if progress_bar is not None:
+        cfg.progress_bar = progress_bar
+    cfg.validate()
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise ConfigError(f"{run}: no checkpoint to resume from (checkpoints/step_<n>.zip)")
+    metrics_path = run / "metrics.json"
+    metrics = (
+        json.loads(metrics_path.read_text())
+        if metrics_path.is_file()
+        else {"config": resolved, "evals": [], "best": None}
+    )
+    steps = int(CHECKPOINT_NAME.match(ckpt.name).group(1))  # type: ignore[union-attr]
+    print(f"resuming {run} from step {steps} ({ckpt.name}) to {cfg.total_timesteps}", flush=True)
+    metrics["num_timesteps"] = steps
+    # Evaluations logged after the checkpoint belong to the lost part of the run.
+    metrics["evals"] = [e for e in metrics["evals"] if e["num_timesteps"] <= steps]
+    return _learn(cfg, hp, run, metrics, model=ckpt)
+
+
+def _learn(cfg: TrainConfig, hp: dict[str, Any], run: Path, metrics: dict[str, Any], model: Path | None) -> Path:
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
+    hp = copy.deepcopy(hp)  # SB3 mutates some of it (A2C adds its optimizer class to policy_kwargs)
+    n_envs = cfg.n_envs or int(hp.pop("n_envs", 1))
+    hp.pop("n_envs", None)
+    policy = hp.pop("policy", "MlpPolicy")
+    done = int(metrics.get("num_timesteps", 0))
+    # A resumed run gets fresh env seeds (offset by the steps done) so it does not replay the start.
+    venv = make_train_env(cfg, n_envs, seed=cfg.seed + done)
+    algo_cls = ALGOS[cfg.algo]
+    try:
+        if model is None:
+            algo = algo_cls(
+                policy, venv, seed=cfg.seed, device=cfg.device, tensorboard_log=str(run / "tb"), verbose=0, **hp
+            )
+        else:
+            algo = algo_cls.load(model, env=venv, device=cfg.device, tensorboard_log=str(run / "tb"))
+            buffer = model.parent / "replay_buffer.pkl"
+            if isinstance(algo, OffPolicyAlgorithm) and buffer.is_file():
+                algo.load_replay_buffer(buffer)
+        evaluator = EvalAndCheckpoint(cfg, run, metrics)
+        remaining = max(0, cfg.total_timesteps - algo.num_timesteps)
+        if remaining:
+            algo.learn(
+                total_timesteps=remaining,
+                callback=CallbackList([RewardTermLogger(), evaluator]),
+                tb_log_name="run",
+                reset_num_timesteps=model is None,
+                progress_bar=cfg.progress_bar,
+            )
+        if not remaining:
+            evaluator.init_callback(algo)
+        evaluator.num_timesteps = algo.num_timesteps
+        if not metrics["evals"] or metrics["evals"][-1]["num_timesteps"] != algo.num_timesteps:
+            evaluator.evaluate()
+        atomic_save_model(algo, run / "final_model.zip")
+        evaluator.checkpoint()
+    finally:
+        venv.close()
+    return run
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def build_train_parser(parser: Any | None = None) -> Any:
+    """Arguments of ``train_sb3.py`` / ``dialog-env train sb3``, one per :class:`TrainConfig` field."""
+    import argparse
+
+    p = parser or argparse.ArgumentParser(description="Train a stable-baselines3 agent on a PersonaRec environment.")
+    add_dataclass_arguments(p, TrainConfig, skip={"hyperparams"})
+    p.add_argument(
+        "--hp", dest="hyperparams", action="append", default=[], metavar="KEY=VALUE", help="hyper-parameter override"
+    )
+    p.add_argument("--config", default=None, help="YAML file of TrainConfig fields; flags override it")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    p.add_argument("--run-dir", default=None, help="exact run folder (default: <run-root>/<run name>)")
+    return p
+
+
+def config_from_args(args: Any) -> TrainConfig:
+    """Merge ``--config`` YAML and flags into a :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: Unknown keys in the YAML file, or invalid values.
+    """
+    values = dataclass_values(TrainConfig, args, ConfigError, skip={"hyperparams"})
+    if args.hyperparams:
+        values["hyperparams"] = {**values.get("hyperparams", {}), **parse_overrides(args.hyperparams)}
+    cfg = TrainConfig(**values)
+    cfg.validate()
+    load_hyperparams(cfg.algo, cfg.env_id, cfg.hyperparams)
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Train (or resume) from command-line arguments; prints where the run is."""
+    args = build_train_parser().parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args: Any) -> Path:
+    """Shared by the script and the CLI."""
+    if args.resume:
+        run = resume(args.resume, total_timesteps=args.total_timesteps, progress_bar=args.progress_bar)
+    else:
+        run = train(config_from_args(args), run_dir=args.run_dir)
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = metrics.get("best") or {}
+    if best:
+        print(
+            f"best on {metrics['config']['eval_split']} at {best['num_timesteps']} steps: "
+            f"success {best['success']['mean']:.3f} ± {best['success']['ci95']:.3f}, "
+            f"return {best['return']['mean']:.2f} ± {best['return']['ci95']:.2f}"
+        )
+    print(f"run folder: {run} (best_model.zip, learning_curve.png, metrics.json, tb/)")
+    return run
