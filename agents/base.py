@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from dialog_env.plugins import import_path
 from dialog_env.view import AgentView, declares_privileged
 
 
@@ -75,12 +76,7 @@ def make_agent(spec: str | Agent, **kwargs: Any) -> Agent:
         module_name, _, attr = AGENT_PREFIXES[prefix].partition(":")
         return getattr(importlib.import_module(module_name), attr)(arg, **kwargs)
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"agent {spec!r}: cannot import {attr!r} from {module_name!r}: {e}") from e
-        return obj(**kwargs)
+        return import_path(spec, "agent")(**kwargs)
     raise ValueError(
         f"unknown agent {spec!r}; expected one of {sorted(AGENTS)} or an import path 'package.module:attr'"
     )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
 from typing import Any
 
+from dialog_env.plugins import register, resolve
 from rewards import builtin
 from rewards.base import reward_name
 from rewards.builtin import BuiltinTerm
@@ -30,18 +29,7 @@ def register_reward(name: str, fn: Callable | None = None) -> Callable:
     Raises:
         ValueError: ``name`` is already registered to a different object.
     """
-
-    def add(f: Callable) -> Callable:
-        if name in REWARDS and REWARDS[name] is not f:
-            raise ValueError(f"reward name {name!r} is already registered to {REWARDS[name]!r}")
-        REWARDS[name] = f
-        return f
-
-    return add(fn) if fn is not None else add
-
-
-def _entry_points() -> dict[str, object]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return register(REWARDS, "reward", name, fn)
 
 
 def _is_factory(obj: object) -> bool:
@@ -90,22 +78,11 @@ def get_reward(spec: str | Callable, kwargs: Mapping[str, Any] | None = None) ->
         raise ValueError(f"reward spec must be a name, an import path or a callable, got {spec!r}")
     if spec in REWARDS:
         return spec, _instantiate(REWARDS[spec], spec, kwargs) if kwargs else REWARDS[spec]
-    eps = _entry_points()
-    if spec in eps:
-        return spec, _instantiate(eps[spec].load(), spec, kwargs)  # type: ignore[attr-defined]
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"reward {spec!r}: cannot import module {module_name!r}: {e}") from e
-        obj = module
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise ValueError(f"reward {spec!r}: module {module_name!r} has no attribute {attr!r}")
-            obj = getattr(obj, part)
-        return spec, _instantiate(obj, spec, kwargs)
-    raise ValueError(
-        f"unknown reward {spec!r}; expected one of {list(REWARDS)}, an entry point of group "
-        f"{ENTRY_POINT_GROUP!r} ({sorted(eps)}), or an import path 'package.module:attr'"
-    )
+
+    def unknown(eps: list[str]) -> str:
+        return (
+            f"unknown reward {spec!r}; expected one of {list(REWARDS)}, an entry point of group "
+            f"{ENTRY_POINT_GROUP!r} ({eps}), or an import path 'package.module:attr'"
+        )
+
+    return spec, _instantiate(resolve(spec, REWARDS, "reward", ENTRY_POINT_GROUP, unknown), spec, kwargs)

@@ -158,7 +158,7 @@ def test_make_agent_import_path():
     assert isinstance(agent, RuleAgent)
     r = run_episode(gym.make(MODES["act"], split="test"), agent, seed=0)
     assert r == run_episode(gym.make(MODES["act"], split="test"), make_agent("rule"), seed=0)
-    with pytest.raises(ValueError, match="cannot import 'NoSuchAgent' from 'agents.baselines'"):
+    with pytest.raises(ValueError, match="module 'agents.baselines' has no attribute 'NoSuchAgent'"):
         make_agent("agents.baselines:NoSuchAgent")
     with pytest.raises(ValueError, match="cannot import"):
         make_agent("agents.no_such_module:RuleAgent")

@@ -149,6 +149,22 @@ def test_registry_errors_name_what_is_allowed():
         gym.make(ACT_ID, user="agend")
 
 
+def test_users_are_found_through_entry_points(tmp_path, monkeypatch):
+    """A package that declares [project.entry-points."dialog_env.users"] makes its user a name."""
+    from dialog_env.users import ENTRY_POINT_GROUP
+
+    dist = tmp_path / "fakeusers-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeusers\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nminimal = {MODULE}:MinimalUser\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown user 'minimal'"):
+        make_user("minimal", load_world())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert isinstance(make_user("minimal", load_world()), MinimalUser)
+    with pytest.raises(ValueError, match=r"entry point of group 'dialog_env.users' \(\['minimal'\]\)"):
+        make_user("maximal", load_world())
+
+
 def test_registered_users_are_found_by_name():
     register_user("minimal_test_user", MinimalUser)
     try:

@@ -7,11 +7,10 @@ the world, ``factory(world)``; a class whose constructor takes the world is such
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 
+from dialog_env.plugins import register, resolve
 from dialog_env.users.agenda import AgendaUser
 from dialog_env.users.base import UserSimulator
 from dialog_env.world import World
@@ -32,14 +31,7 @@ def register_user(name: str, factory: UserFactory | None = None) -> Any:
     Raises:
         ValueError: ``name`` is already registered to a different factory.
     """
-
-    def add(f: UserFactory) -> UserFactory:
-        if name in USERS and USERS[name] is not f:
-            raise ValueError(f"user name {name!r} is already registered to {USERS[name]!r}")
-        USERS[name] = f
-        return f
-
-    return add(factory) if factory is not None else add
+    return register(USERS, "user", name, factory)
 
 
 LM_PREFIX = "lm:"
@@ -58,24 +50,14 @@ def _resolve(spec: str) -> UserFactory:
         if problem:
             raise ValueError(f"user {spec!r}: {problem}")
         return functools.partial(LMUser, model=model)
-    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    if spec in eps:
-        return eps[spec].load()
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"user {spec!r}: cannot import module {module_name!r}: {e}") from e
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise ValueError(f"user {spec!r}: module {module_name!r} has no attribute {attr!r}")
-            obj = getattr(obj, part)
-        return obj
-    raise ValueError(
-        f"user: unknown user {spec!r}; expected one of {sorted(USERS)}, 'lm:<model>' (an LM-backed user), an entry "
-        f"point of group {ENTRY_POINT_GROUP!r} ({sorted(eps)}), or an import path 'package.module:attr'"
-    )
+
+    def unknown(eps: list[str]) -> str:
+        return (
+            f"user: unknown user {spec!r}; expected one of {sorted(USERS)}, 'lm:<model>' (an LM-backed user), an "
+            f"entry point of group {ENTRY_POINT_GROUP!r} ({eps}), or an import path 'package.module:attr'"
+        )
+
+    return resolve(spec, USERS, "user", ENTRY_POINT_GROUP, unknown)
 
 
 def make_user(spec: str, world: World) -> UserSimulator:
