@@ -235,8 +235,10 @@ def test_rollout_marks_each_agent_token_with_its_turn(tiny):
         assert all((t >= 0) == bool(m) for t, m in zip(turns, mask, strict=True))
         agent_turns = sorted({t for t in turns if t >= 0})
         assert agent_turns == list(range(len(rewards)))  # every played turn has tokens and one immediate reward
-        outcome = sum(DEFAULT_WEIGHTS[t] * terms[t] for t in ("task_success", "task_failure"))
+        outcome = DEFAULT_WEIGHTS["task_failure"] * terms["task_failure"]  # the dialogue's, not a turn's
         assert sum(rewards) + outcome == pytest.approx(ret)
+        if terms["task_success"]:  # the accepting turn keeps its success
+            assert rewards[-1] >= DEFAULT_WEIGHTS["task_success"] - 10
 
 
 def test_turn_advantages_blame_the_turn_that_earned_the_penalty():
