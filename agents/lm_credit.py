@@ -10,8 +10,9 @@ assignment for multi-turn agents (MT-GRPO), every agent token gets
 
 where ``A_i`` is TRL's dialogue advantage, ``r_it`` the immediate reward of turn ``t`` (the step
 reward without the terms that score the whole dialogue, :data:`agents.lm_grpo.OUTCOME_TERMS`: an
-accepted recommendation keeps its success), and ``mean_g``, ``std_g`` are taken over every turn of every dialogue in the group (the same persona task).
-TRL's loss takes advantages of shape (B, T) as they are.
+accepted recommendation keeps its success), and ``mean_g``, ``std_g`` are taken over every turn of
+every dialogue in the group (the same persona task). TRL's loss takes advantages of shape (B, T) as
+they are.
 """
 
 from __future__ import annotations
