@@ -22,6 +22,19 @@ ACT_ID, TEXT_ID = "dialog_env/PersonaRec-v0", "dialog_env/PersonaRecText-v0"
 MODULE = "tests.test_users"
 
 
+def play(env, player, seed, each_turn=None):
+    """One whole dialogue of ``player``; ``each_turn(info)`` after every step; returns the last info."""
+    obs, info = env.reset(seed=seed)
+    player.reset(env, seed=seed)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(player.act(obs, info))
+        done = terminated or truncated
+        if each_turn is not None:
+            each_turn(info)
+    return info
+
+
 class MinimalUser:
     """A third-party user written against the protocol only: answers every question truthfully,
     accepts any recommendation the judge allows, and leaves after twelve turns."""
@@ -88,12 +101,7 @@ def test_a_third_party_user_plays_whole_dialogues_judged_by_the_world(agent):
     player = make_agent(agent)
     outcomes = []
     for seed in range(20):
-        obs, info = env.reset(seed=seed)
-        player.reset(env, seed=seed)
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
-            done = terminated or truncated
+        info = play(env, player, seed)
         outcomes.append(info["outcome"])
         core = env.unwrapped
         assert info["is_success"] == (info["outcome"] == "accepted")
@@ -223,13 +231,7 @@ def play_lm_user(tiny_lm, seed, agent="planner", max_turns=6):
     from agents import make_agent
 
     env = gym.make(TEXT_ID, user=f"lm:{tiny_lm}", max_turns=max_turns)
-    player = make_agent(agent)
-    obs, info = env.reset(seed=seed)
-    player.reset(env, seed=seed)
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
-        done = terminated or truncated
+    play(env, make_agent(agent), seed)
     return env.unwrapped
 
 
@@ -291,13 +293,10 @@ def test_the_lm_user_on_the_embedded_smollm2():
     env = gym.make(TEXT_ID, user="lm:smollm2", split="test", max_turns=3)
     player = make_agent("planner")
     core = env.unwrapped
-    for seed in range(1):
-        obs, info = env.reset(seed=seed)
-        player.reset(env, seed=seed)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(player.act(obs, info))
-            done = terminated or truncated
-            assert core.tracker.known() == core.judge.revealed
+
+    def heard_truly(info):
+        assert core.tracker.known() == core.judge.revealed
+
+    play(env, player, 0, heard_truly)
     stats = core.user.stats
     assert stats["turns"] >= 2 and stats["verified"] + stats["fallback"] == stats["turns"]
