@@ -80,10 +80,7 @@ class CollectConfig:
                 raise CollectError(f"{name}: expected a positive integer, got {v!r}")
         if not 0.0 <= self.noise < 1.0:
             raise CollectError(f"noise: expected a number in [0, 1), got {self.noise!r}")
-        try:
-            self.reward_weights = reward_specs_from_config(self.reward_weights)
-        except ValueError as e:
-            raise CollectError(str(e)) from e
+        self.reward_weights = reward_specs_from_config(self.reward_weights, error=CollectError)
 
 
 def dialogue_row(core: PersonaRecCore, record: EpisodeRecord, cfg: CollectConfig) -> dict[str, Any]:

@@ -227,6 +227,8 @@ class DialogueRollout:
         terms: list[dict[str, float]] = [{} for _ in range(n)]
         contexts: list[list[Any]] = [[] for _ in range(n)]
         eos = tokenizer.eos_token_id
+        # (term, weight) of the dialogue-level terms, per env: left out of each turn's immediate reward.
+        outcome_weights = [[(t, c.reward_fn.weights.get(t, 0.0)) for t in OUTCOME_TERMS] for c in cores]
         active = list(range(n))
         batch = IncrementalBatch(model, tokenizer, prompt_ids) if reuse_cache else None
         for turn in range(self.max_turns):
@@ -251,8 +253,7 @@ class DialogueRollout:
                     token_turns[k].append(-1)
                 _, reward, terminated, truncated, info = envs[k].step(text)
                 returns[k] += reward
-                weights = cores[k].reward_fn.weights
-                outcome = sum(weights.get(t, 0.0) * info["reward_terms"].get(t, 0.0) for t in OUTCOME_TERMS)
+                outcome = sum(w * info["reward_terms"].get(t, 0.0) for t, w in outcome_weights[k])
                 turn_rewards[k].append(float(reward - outcome))
                 for t, v in info["reward_terms"].items():
                     terms[k][t] = terms[k].get(t, 0.0) + v

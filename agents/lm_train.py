@@ -153,10 +153,7 @@ class LMTrainConfig(LMRunFields):
             raise LMConfigError(f"temperature: GRPO samples its rollouts; expected > 0, got {self.temperature!r}")
         if not 0.0 <= self.noise < 1.0:
             raise LMConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
-        try:
-            self.reward_weights = reward_specs_from_config(self.reward_weights)
-        except ValueError as e:
-            raise LMConfigError(str(e)) from e
+        self.reward_weights = reward_specs_from_config(self.reward_weights, error=LMConfigError)
 
 
 def build_single_turn_dataset(

@@ -133,19 +133,22 @@ class WeightedReward:
         return totals, per_term
 
 
-def reward_specs_from_config(value: Any, field: str = "reward_weights") -> list[dict[str, Any]] | None:
+def reward_specs_from_config(
+    value: Any, field: str = "reward_weights", error: type[Exception] = ValueError
+) -> list[dict[str, Any]] | None:
     """A config field's reward specs, checked and normalised for env kwargs (JSON-serialisable).
 
     Args:
         value: ``None`` or ``""`` (the defaults), a mapping or list (:data:`RewardSpecs`, from a YAML
             config), or a YAML/JSON string of one (from a command-line flag).
         field: The config field's name, for messages.
+        error: The exception class to raise (a config's own error type).
 
     Returns:
         ``[{"name", "weight", "kwargs"}, ...]``, or ``None`` for the defaults.
 
     Raises:
-        ValueError: Unparsable, malformed or unknown specs; the message starts with ``field``.
+        error: Unparsable, malformed or unknown specs; the message starts with ``field``.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -155,7 +158,7 @@ def reward_specs_from_config(value: Any, field: str = "reward_weights") -> list[
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise ValueError(f"{field}: not YAML/JSON: {e}") from e
+            raise error(f"{field}: not YAML/JSON: {e}") from e
     try:
         specs = parse_reward_specs(value)
         for spec, _, _ in specs:
@@ -163,5 +166,5 @@ def reward_specs_from_config(value: Any, field: str = "reward_weights") -> list[
                 raise ValueError(f"reward specs in a config are names or import paths, got {spec!r}")
         WeightedReward(value)  # resolves every name and parameter now, not at the first env step
     except ValueError as e:
-        raise ValueError(f"{field}: {e}") from e
+        raise error(f"{field}: {e}") from e
     return [{"name": spec, "weight": w, "kwargs": kw} for spec, w, kw in specs]

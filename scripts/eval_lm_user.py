@@ -38,14 +38,12 @@ def run(agent_entry: str, user: str, args: argparse.Namespace) -> dict[str, Any]
             per_user[id(core.user)] = dict(counts)
 
     t0 = time.perf_counter()
-    agent = make_agent(spec)
-    mode = getattr(agent, "mode", None) or args.mode
-    records = evaluate(
+    records = evaluate(  # an agent that plays one mode only (lm:, text-only agents) gets it
         lambda: make_agent(spec),
         split=args.split,
         episodes=args.episodes,
         seed=args.seed,
-        mode=mode,
+        mode=args.mode,
         env_kwargs={"user": user},
         on_end=on_end,
     )

@@ -105,10 +105,7 @@ class TrainConfig:
             raise ConfigError(f"n_envs: expected a positive integer or None, got {self.n_envs!r}")
         if not 0.0 <= float(self.noise) < 1.0:
             raise ConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
-        try:
-            self.reward_weights = reward_specs_from_config(self.reward_weights)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
+        self.reward_weights = reward_specs_from_config(self.reward_weights, error=ConfigError)
 
     def env_kwargs(self) -> dict[str, Any]:
         """Env kwargs every env of the run gets (noise, reward specs)."""

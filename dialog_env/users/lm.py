@@ -144,19 +144,35 @@ class LMUser:
         texts, _, _ = generate_batch(model, tokenizer, [self.conversation(template)] * self.tries, config, seed)
         return [" ".join(t.split()) for t in texts]
 
-    def verifies(self, text: str, template: str, agent_acts: Sequence[DialogueAct]) -> bool:
-        """Whether ``text`` may stand for ``template`` (see the module docstring)."""
+    def verifies(
+        self,
+        text: str,
+        template: str,
+        agent_acts: Sequence[DialogueAct],
+        wanted: frozenset[tuple[str, str | None, str | None]] | None = None,
+    ) -> bool:
+        """Whether ``text`` may stand for ``template`` (see the module docstring).
+
+        Args:
+            text: An LM candidate.
+            template: The template message it rewrites.
+            agent_acts: The agent turn being answered (the NLU's context).
+            wanted: The template's reading, when the caller has it already.
+        """
         if not text or len(text.split()) > max(12, 2 * len(template.split())):
             return False
         if "?" in text and "?" not in template:
             return False
-        return _act_key(self.reading(text, agent_acts)) == _act_key(self.reading(template, agent_acts))
+        if wanted is None:
+            wanted = _act_key(self.reading(template, agent_acts))
+        return _act_key(self.reading(text, agent_acts)) == wanted
 
     def _phrase(self, turn: UserTurn, agent_acts: Sequence[DialogueAct]) -> UserTurn:
         self.stats["turns"] += 1
+        wanted = _act_key(self.reading(turn.text, agent_acts))
         for text in self.candidates(turn.text):
             self.stats["candidates"] += 1
-            if self.verifies(text, turn.text, agent_acts):
+            if self.verifies(text, turn.text, agent_acts, wanted):
                 self.stats["verified"] += 1
                 return UserTurn(turn.acts, text, turn.outcome)
         self.stats["fallback"] += 1
