@@ -32,11 +32,13 @@ import gymnasium as gym
 
 import dialog_env  # noqa: F401 - registers the environments
 from agents.prompts import DEFAULT_PROMPT, PromptStyle, get_prompt, prompt_messages, user_turn_content
+from dialog_env.driver import DialogueDriver, PrefixEndedError, Start, Step
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.lm import GenerationConfig, IncrementalBatch, generate_from_ids, render_ids, user_turn_text
 
 TEXT_ENV_ID = "dialog_env/PersonaRecText-v0"
 SEED_KEY = "dialog_env_seed"
+PREFIX_KEY = "dialog_env_prefix"
 OUTCOME_TERMS = ("task_failure",)
 """Terms that score the whole dialogue, not the turn they fall on: left out of a turn's immediate reward.
 
@@ -78,6 +80,50 @@ def build_task_dataset(
     return Dataset.from_list(rows)
 
 
+def build_branch_dataset(
+    model: Any,
+    tokenizer: Any,
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    env_kwargs: Mapping[str, Any] | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    max_turns: int = 8,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+) -> Any:
+    """Branch points for branch-mode GRPO: the states a policy reaches when it plays ``n`` tasks greedily.
+
+    ``model`` plays env seeds ``seed .. seed+n-1`` with greedy decoding; every agent turn of those
+    dialogues is one row, so a greedy policy's evaluation visits exactly these states (on other
+    personas). Columns: ``prompt`` (the conversation up to the turn; its first message carries the
+    seed under :data:`SEED_KEY` and the agent's earlier utterances under :data:`PREFIX_KEY`),
+    ``dialog_seed`` and ``turn``.
+    """
+    from datasets import Dataset
+
+    rollout = DialogueRollout(split, env_kwargs, max_turns, max_new_tokens, prompt=prompt)
+    greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
+    seeds = list(range(seed, seed + n))
+    played = rollout.rollout(model, tokenizer, seeds, greedy, batch_size=batch_size)
+    rows = []
+    env = rollout._env(0)
+    for s, transcript in zip(seeds, played["transcript"], strict=True):
+        env.reset(seed=s)
+        opening = len(prompt_messages(env.unwrapped, summary=False, style=rollout.style))  # may hold a worked example
+        said = [i for i, m in enumerate(transcript) if m["role"] == "assistant" and i >= opening]
+        for turn, at in enumerate(said):
+            first, *rest = transcript[:at]
+            prefix = [transcript[i]["content"] for i in said[:turn]]
+            rows.append({"prompt": [{**first, SEED_KEY: s, PREFIX_KEY: prefix}, *rest], "dialog_seed": s, "turn": turn})
+    rollout.close()
+    return Dataset.from_list(rows)
+
+
+def _prefix_of(prompt: Sequence[Mapping[str, Any]]) -> list[str]:
+    return list((prompt[0].get(PREFIX_KEY) if prompt else None) or [])
+
+
 def _seed_of(prompt: Sequence[Mapping[str, Any]]) -> int:
     seed = prompt[0].get(SEED_KEY) if prompt else None
     if seed is None:
@@ -95,6 +141,11 @@ class DialogueRollout:
             dialogue that runs out of turns is charged as a failure.
         max_new_tokens: Token cap per agent turn.
         prompt: Prompt style of the policy (:mod:`agents.prompts`).
+        explore_turns: ``None``: every agent turn is sampled and trained (whole dialogues). ``k``:
+            branch mode. A prompt may carry a dialogue prefix (:data:`PREFIX_KEY`, the agent's
+            earlier utterances, replayed in the env); the next ``k`` agent turns are sampled and are
+            the trained completion, the rest of the dialogue is played greedily by the same policy,
+            and the reward is the return from the first sampled turn on (the return-to-go).
     """
 
     def __init__(
@@ -104,9 +155,13 @@ class DialogueRollout:
         max_turns: int = 8,
         max_new_tokens: int = 48,
         prompt: str = DEFAULT_PROMPT,
+        explore_turns: int | None = None,
     ) -> None:
         if max_turns < 1 or max_new_tokens < 1:
             raise ValueError(f"max_turns and max_new_tokens must be positive, got {max_turns}, {max_new_tokens}")
+        if explore_turns is not None and explore_turns < 1:
+            raise ValueError(f"explore_turns must be None or positive, got {explore_turns}")
+        self.explore_turns = explore_turns
         self.split, self.env_kwargs = split, {**dict(env_kwargs or {}), "max_turns": max_turns}
         self.max_turns, self.max_new_tokens = max_turns, max_new_tokens
         self.style: PromptStyle = get_prompt(prompt)
@@ -119,6 +174,12 @@ class DialogueRollout:
         state["_envs"] = []
         state["last_output"] = None
         return state
+
+    def close(self) -> None:
+        """Close the environments the rollouts used."""
+        for env in self._envs:
+            env.close()
+        self._envs = []
 
     def _env(self, k: int) -> gym.Env:
         while len(self._envs) <= k:
@@ -143,6 +204,9 @@ class DialogueRollout:
         tokenizer = trainer.processing_class
         limit = int(getattr(trainer.args, "max_completion_length", 0) or 0) or None
         seeds = [_seed_of(p) for p in prompts]
+        prefixes = [_prefix_of(p) for p in prompts]
+        if self.explore_turns is not None:
+            limit = None  # the completion is cut to the sampled turns; the greedy rest has no token budget
         # Unwrapped (DDP/FSDP/DeepSpeed), gradient checkpointing off and eval mode: generation with a KV cache.
         # Mixed precision: accelerate autocasts the model's forward, so every pass of the rollout (the
         # cache prefill included) must run under the same autocast, or the KV cache mixes dtypes.
@@ -152,7 +216,9 @@ class DialogueRollout:
             model.eval()
             try:
                 with torch.autocast(model.device.type, dtype=half, enabled=half is not None):
-                    self.last_output = self.rollout(model, tokenizer, seeds, self.generation_config(trainer), limit)
+                    self.last_output = self.rollout(
+                        model, tokenizer, seeds, self.generation_config(trainer), limit, prefixes=prefixes
+                    )
                     return self.last_output
             finally:
                 model.train(was_training)
@@ -167,6 +233,7 @@ class DialogueRollout:
         generation_seed: int | None = None,
         batch_size: int | None = None,
         reuse_cache: bool = True,
+        prefixes: Sequence[Sequence[str]] | None = None,
     ) -> dict[str, list[Any]]:
         """Play one dialogue per seed (the policy is ``model``); see the module docstring for the output.
 
@@ -180,10 +247,14 @@ class DialogueRollout:
             batch_size: Dialogues per batch (default: all at once).
             reuse_cache: Keep each dialogue's KV cache between turns (:class:`IncrementalBatch`), so a
                 turn encodes only its new tokens; False re-encodes the whole sequence every turn.
+            prefixes: Per dialogue, agent utterances to replay after the reset before the policy
+                speaks (branch mode); their turns are part of the prompt, not of the completion.
         """
         size = batch_size or len(seeds)
         if size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if prefixes is not None and len(prefixes) != len(seeds):
+            raise ValueError(f"prefixes: expected one per seed ({len(seeds)}), got {len(prefixes)}")
         out: dict[str, list[Any]] = {}
         for start in range(0, len(seeds), size):
             part = self._rollout_batch(
@@ -194,6 +265,7 @@ class DialogueRollout:
                 max_completion_tokens,
                 generation_seed,
                 reuse_cache,
+                None if prefixes is None else prefixes[start : start + size],
             )
             for key, values in part.items():
                 out[key] = values if values is None else [*out.get(key, []), *values]
@@ -208,95 +280,157 @@ class DialogueRollout:
         max_completion_tokens: int | None,
         generation_seed: int | None,
         reuse_cache: bool,
+        prefixes: Sequence[Sequence[str]] | None = None,
     ) -> dict[str, list[Any]]:
-        n = len(seeds)
-        envs = [self._env(k) for k in range(n)]
+        envs = [self._env(k) for k in range(len(seeds))]
+        policy = _TokenPolicy(self, model, tokenizer, envs, config, max_completion_tokens, generation_seed, reuse_cache)
+        try:
+            DialogueDriver(envs).play(policy, seeds, prefixes=prefixes)
+        except PrefixEndedError as e:
+            raise ValueError(f"{e}: a branch point needs a turn left") from None
+        return policy.output()
+
+
+class _TokenPolicy:
+    """The policy LM as a :class:`~dialog_env.driver.DriverPolicy` that keeps every dialogue's token sequence.
+
+    One dialogue per env (slot ``k`` plays dialogue ``k``). Generation continues each dialogue's own
+    ids (a KV cache per row with ``reuse_cache``); the rollout's outputs are gathered per dialogue.
+    """
+
+    def __init__(
+        self,
+        rollout: DialogueRollout,
+        model: Any,
+        tokenizer: Any,
+        envs: Sequence[gym.Env],
+        config: GenerationConfig,
+        max_completion_tokens: int | None,
+        generation_seed: int | None,
+        reuse_cache: bool,
+    ) -> None:
+        n = len(envs)
+        self.rollout, self.model, self.tokenizer, self.config = rollout, model, tokenizer, config
+        self.max_completion_tokens, self.generation_seed = max_completion_tokens, generation_seed
+        self.reuse_cache = reuse_cache
+        self.greedy = GenerationConfig(max_new_tokens=config.max_new_tokens, do_sample=False)
         cores = [e.unwrapped for e in envs]
-        histories: list[list[dict[str, Any]]] = []
-        prompt_ids: list[list[int]] = []
-        for env, core, seed in zip(envs, cores, seeds, strict=True):
-            env.reset(seed=seed)
-            history = prompt_messages(core, summary=False, style=self.style)
-            histories.append(history)
-            prompt_ids.append(render_ids(tokenizer, history))
-        completion: list[list[int]] = [[] for _ in range(n)]
-        mask: list[list[int]] = [[] for _ in range(n)]
-        token_turns: list[list[int]] = [[] for _ in range(n)]
-        turn_rewards: list[list[float]] = [[] for _ in range(n)]
-        returns = [0.0] * n
-        terms: list[dict[str, float]] = [{} for _ in range(n)]
-        contexts: list[list[Any]] = [[] for _ in range(n)]
-        eos = tokenizer.eos_token_id
         # (term, weight) of the dialogue-level terms, per env: left out of each turn's immediate reward.
-        outcome_weights = [[(t, c.reward_fn.weights.get(t, 0.0)) for t in OUTCOME_TERMS] for c in cores]
-        active = list(range(n))
-        batch = IncrementalBatch(model, tokenizer, prompt_ids) if reuse_cache else None
-        for turn in range(self.max_turns):
-            if not active:
-                break
-            seed = None if generation_seed is None else generation_seed + turn
-            if batch is not None:
-                new = batch.generate(config, seed)
-            else:
-                new = generate_from_ids(model, tokenizer, [prompt_ids[k] + completion[k] for k in active], config, seed)
-            still, appended = [], []
-            for row, (k, tokens) in enumerate(zip(active, new, strict=True)):
-                text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-                completion[k] += tokens
-                mask[k] += [1] * len(tokens)
-                token_turns[k] += [turn] * len(tokens)
-                closing = []
-                if not tokens or tokens[-1] != eos:  # cut by the token cap: close the turn as the template would
-                    closing = [eos]
-                    completion[k] += closing
-                    mask[k].append(0)
-                    token_turns[k].append(-1)
-                _, reward, terminated, truncated, info = envs[k].step(text)
-                returns[k] += reward
-                outcome = sum(w * info["reward_terms"].get(t, 0.0) for t, w in outcome_weights[k])
-                turn_rewards[k].append(float(reward - outcome))
-                for t, v in info["reward_terms"].items():
-                    terms[k][t] = terms[k].get(t, 0.0) + v
-                contexts[k].append(cores[k].last_context)
-                histories[k].append({"role": "assistant", "content": info["agent_text"]})
-                full = max_completion_tokens is not None and len(completion[k]) >= max_completion_tokens
-                if full and not (terminated or truncated):
-                    # Cut by the token budget before the dialogue ended: a failure, as if out of turns
-                    # (else rambling to the budget would dodge the failure charge).
-                    penalty = -cores[k].reward_fn.weights.get("task_failure", 0.0)
-                    returns[k] += penalty
-                    if "task_failure" in terms[k]:
-                        terms[k]["task_failure"] -= 1.0
-                if terminated or truncated or full or turn == self.max_turns - 1:
-                    continue
-                content = user_turn_content(self.style, cores[k], info)
-                user = user_turn_text(tokenizer, histories[k], content)
-                user_ids = tokenizer(user, add_special_tokens=False)["input_ids"]
-                histories[k].append({"role": "user", "content": content})
-                completion[k] += user_ids
-                mask[k] += [0] * len(user_ids)
-                token_turns[k] += [-1] * len(user_ids)
-                still.append(k)
-                appended.append((row, closing + user_ids))
-            if batch is not None and still:
-                batch.keep([row for row, _ in appended])
-                batch.append([ids for _, ids in appended])
-            active = still
-        if max_completion_tokens is not None:
-            completion = [c[:max_completion_tokens] for c in completion]
-            mask = [m[:max_completion_tokens] for m in mask]
-            token_turns = [t[:max_completion_tokens] for t in token_turns]
+        self.outcome_weights = [[(t, c.reward_fn.weights.get(t, 0.0)) for t in OUTCOME_TERMS] for c in cores]
+        self.failure_weights = [c.reward_fn.weights.get("task_failure", 0.0) for c in cores]
+        self.views: list[Any] = [None] * n
+        self.histories: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        self.prompt_ids: list[list[int]] = [[] for _ in range(n)]
+        self.completion: list[list[int]] = [[] for _ in range(n)]
+        self.mask: list[list[int]] = [[] for _ in range(n)]
+        self.token_turns: list[list[int]] = [[] for _ in range(n)]
+        self.turn_rewards: list[list[float]] = [[] for _ in range(n)]
+        self.returns = [0.0] * n
+        self.terms: list[dict[str, float]] = [{} for _ in range(n)]
+        self.contexts: list[list[Any]] = [[] for _ in range(n)]
+        self.offsets = [0] * n  # agent turns replayed before the policy speaks
+        self.kept: list[int | None] = [None] * n  # branch mode: completion length after the sampled turns
+        self.closing: dict[int, list[int]] = {}  # this round's end-of-turn token, where the cap cut a turn
+        self.pending: dict[int, list[int]] = {}  # ids to append before the next round (closing + user turn)
+        self.batch: IncrementalBatch | None = None
+        self.rows: list[int] = []  # the slot of each batch row
+        self.turn = 0  # rounds played
+
+    def begin(self, slot: int, start: Start) -> None:
+        """Render the dialogue so far (the opening, or a replayed prefix) as the prompt."""
+        history = prompt_messages(start.view, summary=False, style=self.rollout.style)
+        self.views[slot], self.histories[slot], self.offsets[slot] = start.view, history, len(start.replayed)
+        self.prompt_ids[slot] = render_ids(self.tokenizer, history)
+
+    def act(self, slots: Sequence[int]) -> list[str]:
+        """One agent turn per live dialogue, generated in one batch."""
+        explore = self.rollout.explore_turns
+        config = self.config if explore is None or self.turn < explore else self.greedy
+        seed = None if self.generation_seed is None else self.generation_seed + self.turn
+        if not self.reuse_cache:
+            ids = [self.prompt_ids[k] + self.completion[k] for k in slots]
+            new = generate_from_ids(self.model, self.tokenizer, ids, config, seed)
+        else:
+            if self.batch is None:
+                self.batch = IncrementalBatch(self.model, self.tokenizer, [self.prompt_ids[k] for k in slots])
+            elif self.pending:
+                self.batch.keep([self.rows.index(k) for k in slots])
+                self.batch.append([self.pending[k] for k in slots])
+            self.rows, self.pending = list(slots), {}
+            new = self.batch.generate(config, seed)
+        texts = []
+        eos = self.tokenizer.eos_token_id
+        for k, tokens in zip(slots, new, strict=True):
+            texts.append(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+            self.completion[k] += tokens
+            self.mask[k] += [1] * len(tokens)
+            self.token_turns[k] += [self.turn] * len(tokens)
+            self.closing[k] = []
+            if not tokens or tokens[-1] != eos:  # cut by the token cap: close the turn as the template would
+                self.closing[k] = [eos]
+                self.completion[k].append(eos)
+                self.mask[k].append(0)
+                self.token_turns[k].append(-1)
+            if explore is not None and self.turn == explore - 1:
+                self.kept[k] = len(self.completion[k])
+        self.turn += 1
+        return texts
+
+    def observe(self, k: int, step: Step) -> bool:
+        """Score the turn; unless the dialogue is over, append the user's reply to its tokens."""
+        info = step.info
+        self.returns[k] += step.reward
+        outcome = sum(w * info["reward_terms"].get(t, 0.0) for t, w in self.outcome_weights[k])
+        self.turn_rewards[k].append(float(step.reward - outcome))
+        for t, v in info["reward_terms"].items():
+            self.terms[k][t] = self.terms[k].get(t, 0.0) + v
+        self.contexts[k].append(step.context)
+        self.histories[k].append({"role": "assistant", "content": info["agent_text"]})
+        limit = self.max_completion_tokens
+        full = limit is not None and len(self.completion[k]) >= limit
+        if full and not (step.terminated or step.truncated):
+            # Cut by the token budget before the dialogue ended: a failure, as if out of turns
+            # (else rambling to the budget would dodge the failure charge).
+            self.returns[k] -= self.failure_weights[k]
+            if "task_failure" in self.terms[k]:
+                self.terms[k]["task_failure"] -= 1.0
+        last = self.offsets[k] + self.turn - 1 >= self.rollout.max_turns - 1
+        if step.terminated or step.truncated or full or last:
+            return False
+        content = user_turn_content(self.rollout.style, self.views[k], info)
+        user = user_turn_text(self.tokenizer, self.histories[k], content)
+        user_ids = self.tokenizer(user, add_special_tokens=False)["input_ids"]
+        self.histories[k].append({"role": "user", "content": content})
+        self.completion[k] += user_ids
+        self.mask[k] += [0] * len(user_ids)
+        self.token_turns[k] += [-1] * len(user_ids)
+        self.pending[k] = self.closing[k] + user_ids
+        return True
+
+    def output(self) -> dict[str, list[Any]]:
+        """The rollout's fields (see the module docstring), cut to the sampled turns in branch mode."""
+        completion, mask, token_turns = self.completion, self.mask, self.token_turns
+        if self.rollout.explore_turns is not None:  # branch mode: train the sampled turns; the greedy rest scored them
+            cut = [len(c) if k is None else k for c, k in zip(completion, self.kept, strict=True)]
+            completion = [c[:k] for c, k in zip(completion, cut, strict=True)]
+            mask = [m[:k] for m, k in zip(mask, cut, strict=True)]
+            token_turns = [t[:k] for t, k in zip(token_turns, cut, strict=True)]
+        limit = self.max_completion_tokens
+        if limit is not None:
+            completion = [c[:limit] for c in completion]
+            mask = [m[:limit] for m in mask]
+            token_turns = [t[:limit] for t in token_turns]
         return {
-            "prompt_ids": prompt_ids,
+            "prompt_ids": self.prompt_ids,
             "completion_ids": completion,
             "logprobs": None,  # no vLLM: TRL recomputes old log-probs itself when it needs them
             "env_mask": mask,
             "token_turns": token_turns,
-            "turn_rewards": turn_rewards,
-            "env_return": returns,
-            "reward_terms": terms,
-            "turn_contexts": contexts,
-            "transcript": [[dict(m) for m in h] for h in histories],
+            "turn_rewards": self.turn_rewards,
+            "env_return": self.returns,
+            "reward_terms": self.terms,
+            "turn_contexts": self.contexts,
+            "transcript": [[dict(m) for m in h] for h in self.histories],
         }
 
 

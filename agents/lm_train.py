@@ -51,8 +51,10 @@ from dialog_env.lm import DEFAULT_MODEL, resolve_model_path
 from dialog_env.persona import SPLITS
 from rewards.compose import reward_specs_from_config
 
-MODES = ("multi", "single")
+MODES = ("multi", "branch", "single")
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo")
+BRANCH_TURNS = 1
+"""Branch mode: agent turns sampled (and trained) per branch point before the greedy rest of the dialogue."""
 
 
 class LMConfigError(ValueError):
@@ -68,7 +70,8 @@ class LMTrainConfig(LMRunFields):
     prompt: str = ""
     """prompt style (catalog, notes); empty: the one the model folder records, else catalog"""
     mode: str = "multi"
-    """multi (whole dialogues per rollout) or single (one reply per collected context)"""
+    """multi (whole dialogues per rollout), branch (sample one turn at a state the starting policy reaches, play on
+    greedily, reward the return-to-go) or single (one reply per collected context, immediate reward)"""
     exp_name: str = "grpo"
     """experiment name, part of the run folder name"""
     run_root: str = "runs"
@@ -78,7 +81,8 @@ class LMTrainConfig(LMRunFields):
     split: str = "train"
     """persona split of the training tasks"""
     tasks: int = 256
-    """persona tasks (env seeds) in the training set"""
+    """persona tasks (env seeds) in the training set; branch mode: dialogues the starting policy plays greedily
+    to collect branch points (every agent turn is one)"""
     max_steps: int = 100
     """optimizer steps"""
     num_generations: int = 4
@@ -102,13 +106,15 @@ class LMTrainConfig(LMRunFields):
     learning_rate: float = 1e-4
     """learning rate (LoRA); use ~1e-5 with --no-lora"""
     max_turns: int = 6
-    """agent turns per dialogue (multi mode)"""
+    """agent turns per dialogue (multi and branch modes)"""
     max_new_tokens: int = 40
     """tokens per agent turn"""
     max_completion_length: int = 512
     """tokens per rollout, agent and user turns together (multi mode)"""
     temperature: float = 0.7
     """sampling temperature of rollouts"""
+    top_p: float = 1.0
+    """nucleus sampling mass of rollouts (1: off)"""
     noise: float = 0.0
     """semantic error rate of the user channel"""
     reward_weights: Any = None
@@ -151,6 +157,8 @@ class LMTrainConfig(LMRunFields):
             raise LMConfigError("turn_credit: turn-level advantages need mode multi (whole dialogues per rollout)")
         if not self.temperature > 0:
             raise LMConfigError(f"temperature: GRPO samples its rollouts; expected > 0, got {self.temperature!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise LMConfigError(f"top_p: expected a number in (0, 1], got {self.top_p!r}")
         if not 0.0 <= self.noise < 1.0:
             raise LMConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
         self.reward_weights = reward_specs_from_config(self.reward_weights, error=LMConfigError)
@@ -224,13 +232,19 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     if cfg.reward_weights is not None:
         env_kwargs["reward_weights"] = cfg.reward_weights
     prompt = prompt_style(cfg)
-    if cfg.mode == "multi":
-        dataset = build_task_dataset(cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs, prompt=prompt)
+    if cfg.mode in ("multi", "branch"):
+        if cfg.mode == "multi":
+            dataset = build_task_dataset(cfg.tasks, cfg.split, cfg.seed, env_kwargs, prompt)
+            explore, max_completion = None, cfg.max_completion_length
+        else:
+            dataset = _branch_points(model, tokenizer, cfg, env_kwargs, prompt)
+            explore, max_completion = BRANCH_TURNS, BRANCH_TURNS * (cfg.max_new_tokens + 1)
         # The return drives the update; each term is logged as its own reward with weight 0.
         reward_funcs = [env_return, *(to_trl(t["name"], **t["kwargs"]) for t in specs)]
         reward_weights = [1.0] + [0.0] * len(specs)
-        rollout = DialogueRollout(cfg.split, env_kwargs, cfg.max_turns, cfg.max_new_tokens, prompt=prompt)
-        max_completion = cfg.max_completion_length
+        rollout = DialogueRollout(
+            cfg.split, env_kwargs, cfg.max_turns, cfg.max_new_tokens, prompt=prompt, explore_turns=explore
+        )
     else:
         dataset = build_single_turn_dataset(
             cfg.tasks, split=cfg.split, seed=cfg.seed, env_kwargs=env_kwargs, prompt=prompt
@@ -252,6 +266,7 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         loss_type=cfg.loss_type,
         learning_rate=cfg.learning_rate,
         temperature=cfg.temperature,
+        top_p=cfg.top_p,
         max_completion_length=max_completion,
         reward_weights=reward_weights,
         bf16=cfg.dtype == "bfloat16",
@@ -279,6 +294,24 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         callbacks=[time_limit_callback(cfg.time_limit_min)] if cfg.time_limit_min else None,
         **extra,
     )
+
+
+def _branch_points(model: Any, tokenizer: Any, cfg: LMTrainConfig, env_kwargs: dict[str, Any], prompt: str) -> Any:
+    """Branch-mode data set: the starting policy plays ``cfg.tasks`` dialogues greedily (fp32, no gradients)."""
+    import time
+
+    import torch
+
+    from agents.lm_grpo import build_branch_dataset
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        dataset = build_branch_dataset(
+            model, tokenizer, cfg.tasks, cfg.split, cfg.seed, env_kwargs, prompt, cfg.max_turns, cfg.max_new_tokens
+        )
+    took = time.perf_counter() - start
+    print(f"branch points: {len(dataset)} agent turns of {cfg.tasks} greedy dialogues ({took:.0f} s)")
+    return dataset
 
 
 def prompt_style(cfg: LMTrainConfig) -> str:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from dialog_env.envs.core import PersonaRecCore
-from dialog_env.view import agent_view, declares_privileged
-from rewards.builtin import consistency_counts, persona_consistency
+from dialog_env.driver import AgentPolicy, DialogueDriver, EpisodeHook, EpisodeRecord, play_agent
+from dialog_env.view import declares_privileged
 
 METRICS = ("success", "contradiction_rate", "consistency", "slots_discovered", "turns", "return", "jga")
 METRIC_LABELS = {
@@ -27,95 +26,6 @@ METRIC_LABELS = {
 MODES = {"act": "dialog_env/PersonaRec-v0", "text": "dialog_env/PersonaRecText-v0"}
 
 
-@dataclass
-class EpisodeRecord:
-    """Metrics of one dialogue.
-
-    Attributes:
-        success: The user accepted a recommendation.
-        contradiction_rate: Fraction of agent turns contradicting a revealed fact.
-        consistency: Mean per-turn ``persona_consistency``.
-        slots_discovered: Persona slots the user revealed by the end.
-        turns: Agent turns.
-        return_: Sum of rewards.
-        jga: Joint-goal accuracy of the tracker over the episode's turns.
-        reward_terms: Episode sums of each reward term.
-        messages: The dialogue in chat format.
-        outcome: ``accepted``, ``left``, ``bye``, ``truncated`` or ``false_accept``.
-        mode: ``act`` or ``text``: the env the agent played in.
-        privileged: The agent declared that it reads hidden state (its view had the persona).
-    """
-
-    seed: int
-    success: bool
-    contradiction_rate: float
-    consistency: float
-    slots_discovered: int
-    turns: int
-    return_: float
-    jga: float
-    outcome: str
-    reward_terms: dict[str, float] = field(default_factory=dict)
-    mode: str = ""
-    privileged: bool = False
-    messages: list[dict[str, str]] = field(default_factory=list)
-
-    def metric(self, name: str) -> float:
-        """A metric by its name in :data:`METRICS`."""
-        return float(self.return_ if name == "return" else getattr(self, name))
-
-
-class EpisodeAccumulator:
-    """Collects one dialogue's metrics turn by turn (shared by the sequential and batched loops)."""
-
-    def __init__(self, core: PersonaRecCore, seed: int, privileged: bool = False) -> None:
-        self.core, self.seed, self.privileged = core, seed, privileged
-        self.ret, self.turns, self.bad_turns, self.jga_hits = 0.0, 0, 0, 0
-        self.consistency: list[float] = []
-        self.terms: dict[str, float] = {}
-
-    def add(self, reward: float, info: dict[str, Any]) -> None:
-        """Account for one step (reads the env's last turn context)."""
-        ctx = self.core.last_context
-        self.ret += reward
-        self.turns += 1
-        self.bad_turns += consistency_counts(ctx)[1] > 0
-        self.consistency.append(persona_consistency([ctx])[0])
-        self.jga_hits += self.core.tracker.known() == ctx.revealed
-        for k, v in info["reward_terms"].items():
-            self.terms[k] = self.terms.get(k, 0.0) + v
-
-    def record(self, outcome: str | None) -> EpisodeRecord:
-        """The finished episode's record."""
-        outcome = outcome or "truncated"
-        return EpisodeRecord(
-            seed=self.seed,
-            success=outcome == "accepted",
-            contradiction_rate=self.bad_turns / self.turns,
-            consistency=float(np.mean(self.consistency)),
-            slots_discovered=len(self.core.judge.revealed),
-            turns=self.turns,
-            return_=self.ret,
-            jga=self.jga_hits / self.turns,
-            outcome=outcome,
-            reward_terms=self.terms,
-            mode=self.core.mode,
-            privileged=self.privileged,
-            messages=self.core.messages(),
-        )
-
-
-def _core(env: gym.Env) -> PersonaRecCore:
-    core = env.unwrapped
-    if not isinstance(core, PersonaRecCore):
-        raise TypeError(f"evaluation needs a PersonaRec environment, got {type(core).__name__}")
-    return core
-
-
-#: Called when a dialogue ends, while its env still holds it: ``on_end(core, record)``.
-EpisodeHook = Callable[[PersonaRecCore, "EpisodeRecord"], None]
-
-
 def run_episode(
     env: gym.Env,
     agent: Any,
@@ -123,20 +33,9 @@ def run_episode(
     options: dict[str, Any] | None = None,
     on_end: EpisodeHook | None = None,
 ) -> EpisodeRecord:
-    """Play one dialogue of ``agent`` in ``env`` from ``reset(seed=seed)``."""
-    core = _core(env)
-    obs, info = env.reset(seed=seed, options=options)
-    privileged = declares_privileged(agent)
-    agent.reset(agent_view(env, privileged), seed=seed)
-    acc = EpisodeAccumulator(core, seed, privileged)
-    while True:
-        obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
-        acc.add(reward, info)
-        if terminated or truncated:
-            record = acc.record(info["outcome"])
-            if on_end is not None:
-                on_end(core, record)
-            return record
+    """Play one dialogue of ``agent`` in ``env`` from ``reset(seed=seed, options=options)``."""
+    driver = DialogueDriver([env], sessions=(lambda index, s: options) if options else None)
+    return driver.play(AgentPolicy(agent), [seed], privileged=declares_privileged(agent), on_end=on_end)[0]
 
 
 def run_episodes_batched(
@@ -144,39 +43,11 @@ def run_episodes_batched(
 ) -> list[EpisodeRecord]:
     """Play one dialogue per seed, ``len(envs)`` at a time, with ``agent.act_batch`` per turn.
 
-    Each env takes the next seed when its dialogue ends; records come back in seed order, equal
-    to what :func:`run_episode` gives for each seed when the agent's choices are per-dialogue.
+    Each env takes the next seed when its dialogue ends (:class:`~dialog_env.driver.DialogueDriver`);
+    records come back in seed order, equal to what :func:`run_episode` gives for each seed when the
+    agent's choices are per-dialogue.
     """
-    cores = [_core(e) for e in envs]
-    privileged = declares_privileged(agent)
-    views = [agent_view(e, privileged) for e in envs]
-    pending = list(enumerate(seeds))[::-1]
-    records: dict[int, EpisodeRecord] = {}
-    active: dict[int, tuple[int, EpisodeAccumulator]] = {}
-
-    def start(k: int) -> None:
-        if pending:
-            idx, s = pending.pop()
-            envs[k].reset(seed=s)
-            agent.reset(views[k], seed=s)
-            active[k] = (idx, EpisodeAccumulator(cores[k], s, privileged))
-
-    for k in range(len(envs)):
-        start(k)
-    while active:
-        ks = sorted(active)
-        texts = agent.act_batch([views[k] for k in ks])
-        for k, text in zip(ks, texts, strict=True):
-            _, reward, terminated, truncated, info = envs[k].step(text)
-            idx, acc = active[k]
-            acc.add(reward, info)
-            if terminated or truncated:
-                records[idx] = acc.record(info["outcome"])
-                if on_end is not None:
-                    on_end(cores[k], records[idx])
-                del active[k]
-                start(k)
-    return [records[i] for i in range(len(seeds))]
+    return play_agent(envs, agent, seeds, on_end)
 
 
 def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
@@ -208,6 +79,7 @@ def evaluate(
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
     batch_size: int = 16,
     on_end: EpisodeHook | None = None,
+    in_flight: int = 1,
 ) -> list[EpisodeRecord]:
     """Evaluate one agent on ``episodes`` dialogues with seeds ``seed, seed+1, ...``.
 
@@ -225,6 +97,9 @@ def evaluate(
         progress: Optional wrapper for the episode iterator (e.g. ``tqdm``).
         batch_size: Dialogues in flight for batched agents.
         on_end: Called as ``on_end(core, record)`` when each dialogue ends, while the env still holds it.
+        in_flight: Dialogues in flight for an agent without ``act_batch`` (one agent built per
+            dialogue slot): worth it where the user is an LM, whose turns are then phrased in one
+            batched call per round. Records are the same as with one at a time for agenda users.
 
     Raises:
         ValueError: Bad ``mode`` or ``episodes``.
@@ -233,12 +108,23 @@ def evaluate(
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
+        raise ValueError(f"in_flight must be a positive integer, got {in_flight!r}")
     agent = agent_factory()
     mode = getattr(agent, "mode", None) or mode
     if hasattr(agent, "act_batch"):
         envs = [gym.make(MODES[mode], split=split, **(env_kwargs or {})) for _ in range(min(batch_size, episodes))]
         try:
             return run_episodes_batched(envs, agent, range(seed, seed + episodes), on_end)
+        finally:
+            for e in envs:
+                e.close()
+    if in_flight > 1:
+        n = min(in_flight, episodes)
+        envs = [gym.make(MODES[mode], split=split, **(env_kwargs or {})) for _ in range(n)]
+        try:
+            agents = [agent, *(agent_factory() for _ in range(n - 1))]
+            return play_agent(envs, agents, range(seed, seed + episodes), on_end)
         finally:
             for e in envs:
                 e.close()

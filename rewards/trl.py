@@ -94,6 +94,7 @@ class TRLReward:
         import gymnasium as gym
 
         import dialog_env  # noqa: F401 - registers the environments
+        from dialog_env.driver import DialogueDriver, PrefixEndedError, ScriptedPolicy
 
         if isinstance(state, str):
             state = json.loads(state)
@@ -102,13 +103,19 @@ class TRLReward:
         if key not in self._envs:
             self._envs[key] = gym.make(TEXT_ENV_ID, **kwargs).unwrapped
         env = self._envs[key]
-        env.reset(seed=state["seed"], options=state.get("options") or None)
-        for turn in state.get("agent_turns", []):
-            _, _, terminated, _, _ = env.step(turn)
-            if terminated:
-                return None
-        env.step(text)
-        return env.last_context
+        options = state.get("options") or None
+        driver = DialogueDriver([env], sessions=(lambda index, seed: options) if options else None)
+        said: list[TurnContext] = []
+        try:
+            driver.play(
+                ScriptedPolicy([[text]]),
+                [state["seed"]],
+                prefixes=[list(state.get("agent_turns", []))],
+                on_step=lambda step: said.append(step.context),
+            )
+        except PrefixEndedError:
+            return None
+        return said[0]
 
 
 def to_trl(reward: str | Callable, **kwargs: Any) -> TRLReward:

@@ -3,6 +3,9 @@
     python scripts/eval_lm_user.py --agents rule planner --episodes 50 --split test
     python scripts/eval_lm_user.py --agents planner mppo=sb3:runs/<run> --user-model smollm2 --out runs/lm_user
 
+Against the LM user, ``--in-flight`` dialogues (16) run together, so its turns of one round are
+phrased in one batched call (an agent without ``act_batch`` is built once per dialogue slot).
+
 For every agent and both users (same seeds, so the same personas and goals): success, contradiction
 rate, turns, return, the rule tracker's joint-goal accuracy on what the user said, and for the LM
 user how often its text verified (the rest of its turns fell back to the template). Writes
@@ -46,6 +49,8 @@ def run(agent_entry: str, user: str, args: argparse.Namespace) -> dict[str, Any]
         mode=args.mode,
         env_kwargs={"user": user},
         on_end=on_end,
+        in_flight=args.in_flight if user != "agenda" else 1,
+        batch_size=args.in_flight,
     )
     summary = summarize(records)
     row: dict[str, Any] = {m: summary[m] for m in COLUMNS}
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="text", choices=["act", "text"])
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--in-flight", type=int, default=16, help="dialogues in flight (LM users phrase a round together)")
     p.add_argument("--out", default=None, help="folder for results.json and results.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

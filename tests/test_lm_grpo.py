@@ -296,3 +296,73 @@ def test_turn_credit_trainer_trains_with_per_token_advantages(tiny_path, tmp_pat
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     assert seen and seen[0].dim() == 2 and seen[0].shape[0] == 4
     assert rollout.last_output is not None
+
+
+def test_branch_rollout_trains_one_turn_and_scores_the_return_to_go(tiny):
+    """Branch mode replays a prefix, trains only the next turn, and rewards the rest of the dialogue.
+
+    Greedy throughout, so branching a greedy dialogue at turn 1 must replay it exactly: the trained
+    tokens are that dialogue's turn-1 tokens and the reward is its return minus turn 0's reward.
+    """
+    model, tok = tiny
+    full = play(tiny, [0, 3], sample=False, turns=4)
+    prefixes = [[m["content"] for m in dialogue(t) if m["role"] == "assistant"][:1] for t in full["transcript"]]
+    branch = DialogueRollout(max_turns=4, max_new_tokens=6, explore_turns=1).rollout(
+        model, tok, [0, 3], GenerationConfig(max_new_tokens=6), prefixes=prefixes
+    )
+    for k in range(2):
+        turns, ids = full["token_turns"][k], full["completion_ids"][k]
+        first = turns.index(1)
+        turn1 = [i for i, t in zip(ids, turns, strict=True) if t == 1]
+        assert branch["completion_ids"][k][: len(turn1)] == turn1
+        assert len(branch["completion_ids"][k]) - len(turn1) <= 1  # at most the closing end-of-turn
+        assert branch["prompt_ids"][k] == full["prompt_ids"][k] + ids[: first - 0]
+        assert set(branch["env_mask"][k][: len(turn1)]) == {1}
+        assert branch["env_return"][k] == pytest.approx(full["env_return"][k] - full["turn_rewards"][k][0])
+        assert branch["transcript"][k] == full["transcript"][k]  # the greedy rest is the same dialogue
+
+
+def test_branch_rollout_samples_the_branch_turn_and_plays_on_greedily(tiny):
+    model, tok = tiny
+    rollout = DialogueRollout(max_turns=3, max_new_tokens=6, explore_turns=1)
+    sampled = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.0)
+    outs = [rollout.rollout(model, tok, [2] * 4, sampled, generation_seed=s) for s in (1, 2)]
+    assert outs[0]["completion_ids"] != outs[1]["completion_ids"]  # the branch turn is sampled
+    for out in outs:
+        assert all(max(t) == 0 for t in out["token_turns"])  # the completion is the branch turn only
+        for ids, transcript in zip(out["completion_ids"], out["transcript"], strict=True):
+            said = [m["content"] for m in dialogue(transcript) if m["role"] == "assistant"]
+            assert said[0] == tok.decode(ids, skip_special_tokens=True).strip() or len(said[0]) < 2
+    with pytest.raises(ValueError, match="explore_turns"):
+        DialogueRollout(explore_turns=0)
+
+
+def test_branch_dataset_has_one_row_per_agent_turn_of_the_greedy_dialogues(tiny):
+    from agents.lm_grpo import PREFIX_KEY, build_branch_dataset
+
+    model, tok = tiny
+    ds = build_branch_dataset(model, tok, 3, split="train", seed=4, max_turns=3, max_new_tokens=6)
+    full = play(tiny, [4, 5, 6], sample=False)
+    assert len(ds) == sum(len([m for m in dialogue(t) if m["role"] == "assistant"]) for t in full["transcript"])
+    assert sorted(set(ds["dialog_seed"])) == [4, 5, 6]
+    for row in ds:
+        first = row["prompt"][0]
+        assert first[SEED_KEY] == row["dialog_seed"] and len(first[PREFIX_KEY] or []) == row["turn"]
+        assert row["prompt"][-1]["role"] == "user"  # the policy speaks next
+    with pytest.raises(ValueError, match="branch point"):  # a prefix that ends the dialogue has no turn left
+        DialogueRollout(max_turns=1, max_new_tokens=6, explore_turns=1).rollout(
+            model, tok, [4], GenerationConfig(max_new_tokens=6), prefixes=[["hello"]]
+        )
+
+
+def test_branch_mode_grpo_run_end_to_end(tiny_path, tmp_path):
+    from agents.lm_train import LMTrainConfig, train_lm
+
+    cfg = LMTrainConfig(
+        model=str(tiny_path), mode="branch", tasks=2, max_steps=2, num_generations=2, per_device_train_batch_size=4,
+        num_iterations=1, max_turns=3, max_new_tokens=6, temperature=1.0, save_steps=10, lora=True, dtype="float32",
+    )  # fmt: skip
+    run = train_lm(cfg, tmp_path / "run")
+    assert (run / "final_model" / "config.json").exists()
+    logs = [r for r in __import__("json").loads((run / "train_log.json").read_text()) if "reward" in r]
+    assert logs and all(r["completions/mean_length"] <= 6 + 1 for r in logs)  # one agent turn per completion

@@ -84,7 +84,7 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--mode", "offline"], "mode: expected one of ['multi', 'single']"),
+        (["--mode", "offline"], "mode: expected one of ['multi', 'branch', 'single']"),
         (["--num-generations", "3", "--per-device-train-batch-size", "4"], "must be a multiple of num_generations"),
         (["--num-generations", "1"], "at least 2 rollouts"),
         (["--split", "dev"], "unknown split 'dev'"),
@@ -96,6 +96,7 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
         (["--prompt", "verbose"], "prompt: expected one of ['catalog', 'notes']"),
         (["--turn-credit", "-1"], "turn_credit: expected a finite number >= 0"),
         (["--turn-credit", "1", "--mode", "single"], "turn_credit: turn-level advantages need mode multi"),
+        (["--top-p", "0"], "top_p: expected a number in (0, 1]"),
     ],
 )
 def test_bad_arguments(tmp_path, args, needle):

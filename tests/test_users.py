@@ -300,3 +300,23 @@ def test_the_lm_user_on_the_embedded_smollm2():
     play(env, player, 0, heard_truly)
     stats = core.user.stats
     assert stats["turns"] >= 2 and stats["verified"] + stats["fallback"] == stats["turns"]
+
+
+def test_lm_users_in_flight_together_phrase_in_one_batched_call_per_round(tiny_lm):
+    """The driver steps LM users in threads; their phrase batcher answers a round with one generate call."""
+    from dialog_env.driver import DialogueDriver, ScriptedPolicy
+
+    scripts = [["What do you do for a living?", "Do you have any pets?", "What do you like to drink?"]] * 6
+    envs = [gym.make(TEXT_ID, user=f"lm:{tiny_lm}", max_turns=3) for _ in range(3)]
+    batcher = envs[0].unwrapped.user.batcher
+    assert all(e.unwrapped.user.batcher is batcher for e in envs)
+    calls = batcher.calls
+    together = DialogueDriver(envs).play(ScriptedPolicy(scripts), range(6))
+    batched_calls = batcher.calls - calls
+    calls = batcher.calls
+    alone = DialogueDriver(envs[:1]).play(ScriptedPolicy(scripts), range(6))
+    one_by_one = batcher.calls - calls
+    turns = sum(r.turns for r in alone) + len(alone)  # every user turn and every opening phrases once
+    assert one_by_one == turns and batched_calls < turns / 2
+    # A random tiny model never verifies, so both runs say the templates: the same dialogues.
+    assert [r.messages for r in together] == [r.messages for r in alone]

@@ -19,7 +19,9 @@ sampled in one batched ``generate`` call; if none verifies, the template text is
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from dialog_env import acts as A
@@ -56,6 +58,92 @@ def _shared_lm(model: str, dtype: str) -> tuple[Any, Any]:
 
         _MODELS[key] = load_lm(model, dtype=dtype)
     return _MODELS[key]
+
+
+class PhraseBatcher:
+    """Gathers the phrasing calls of LM users stepped in one driver round into one ``generate`` call.
+
+    The :class:`~dialog_env.driver.DialogueDriver` steps the envs of a round in threads when their
+    users share a batcher: it opens the round with the slots taking part (:meth:`open_round`), and
+    each thread steps inside :meth:`taking_part`. A user's :meth:`generate` then waits until every
+    slot still taking part has asked (or left without asking), and the last one to ask runs one
+    batched call for all, in slot order. Outside a round it generates at once. Which dialogues
+    share a call depends on the round, so a dialogue's LM text depends on the dialogues in flight
+    with it; the same run (seeds, actions, batch size) gives the same text.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._local = threading.local()
+        self._open: set[int] = set()
+        self._asked: dict[int, tuple[list[Any], Any, int]] = {}
+        self._answers: dict[int, list[str] | BaseException] = {}
+        self.calls = 0
+
+    def open_round(self, slots: Iterable[int]) -> None:
+        """The slots whose users may ask in this round."""
+        with self._cond:
+            self._open, self._asked, self._answers = set(slots), {}, {}
+
+    @contextmanager
+    def taking_part(self, slot: int) -> Iterator[None]:
+        """Mark the calling thread as ``slot``'s for the round; leaving without asking releases the others."""
+        self._local.slot = slot
+        try:
+            yield
+        finally:
+            self._local.slot = None
+            with self._cond:
+                if slot not in self._asked:
+                    self._open.discard(slot)
+                    self._maybe_run()
+
+    def generate(self, model: Any, tokenizer: Any, conversations: list[Any], config: Any, seed: int) -> list[str]:
+        """Texts for ``conversations``: batched with the round's other asks, or at once outside a round."""
+        from dialog_env.lm import generate_batch
+
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            self.calls += 1
+            return generate_batch(model, tokenizer, conversations, config, seed)[0]
+        with self._cond:
+            self._asked[slot] = (conversations, config, seed)
+            self._lm = (model, tokenizer)
+            self._maybe_run()
+            while slot not in self._answers:
+                self._cond.wait()
+            answer = self._answers.pop(slot)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _maybe_run(self) -> None:
+        """Under the lock: once every open slot has asked, run the batch and wake everyone."""
+        if not self._asked or set(self._asked) != self._open:
+            return
+        from dialog_env.lm import generate_batch
+
+        order = sorted(self._asked)
+        rows = [c for k in order for c in self._asked[k][0]]
+        config, seed = self._asked[order[0]][1], self._asked[order[0]][2]
+        model, tokenizer = self._lm
+        try:
+            texts: list[str] | BaseException = generate_batch(model, tokenizer, rows, config, seed)[0]
+        except BaseException as e:  # noqa: BLE001 - handed to every waiting thread, which raises it
+            texts = e
+        self.calls += 1
+        start = 0
+        for k in order:
+            n = len(self._asked[k][0])
+            self._answers[k] = texts if isinstance(texts, BaseException) else texts[start : start + n]
+            start += n
+        self._open -= set(order)
+        self._asked = {}
+        self._cond.notify_all()
+
+
+_BATCHERS: dict[tuple[str, str], PhraseBatcher] = {}
+"""One batcher per loaded model: the LM users of one process share it, as they share the model."""
 
 
 def _act_key(acts: Sequence[DialogueAct]) -> frozenset[tuple[str, str | None, str | None]]:
@@ -97,6 +185,7 @@ class LMUser:
         self.tries, self.temperature, self.max_new_tokens = tries, temperature, max_new_tokens
         self.stats = {"turns": 0, "verified": 0, "fallback": 0, "candidates": 0}
         self._lm: tuple[Any, Any] | None = None
+        self.batcher = _BATCHERS.setdefault((model, dtype), PhraseBatcher())
 
     @property
     def lm(self) -> tuple[Any, Any]:
@@ -136,12 +225,12 @@ class LMUser:
 
     def candidates(self, template: str) -> list[str]:
         """``tries`` LM rewrites of ``template``, sampled in one batched call (seeded by the user's rng)."""
-        from dialog_env.lm import GenerationConfig, generate_batch
+        from dialog_env.lm import GenerationConfig
 
         model, tokenizer = self.lm
         config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature)
         seed = self.rng.randrange(2**31)
-        texts, _, _ = generate_batch(model, tokenizer, [self.conversation(template)] * self.tries, config, seed)
+        texts = self.batcher.generate(model, tokenizer, [self.conversation(template)] * self.tries, config, seed)
         return [" ".join(t.split()) for t in texts]
 
     def verifies(
