@@ -25,7 +25,7 @@ from dialog_env.io import atomic_write_json
 from dialog_env.users.lm import _BATCHERS
 
 
-def run(args: argparse.Namespace, in_flight: int) -> dict[str, Any]:
+def run(args: argparse.Namespace, in_flight: int, episodes: int | None = None) -> dict[str, Any]:
     """One timed evaluation; dialogues/s, user turns and generate calls."""
     turns: dict[int, int] = {}
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, in_flight: int) -> dict[str, Any]:
     records = evaluate(
         lambda: make_agent(args.agent),
         split=args.split,
-        episodes=args.episodes,
+        episodes=episodes or args.episodes,
         mode="text",
         env_kwargs={"user": f"lm:{args.user_model}"},
         in_flight=in_flight,
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1 or args.in_flight < 2 or args.repeats < 1:
         p.error("--episodes and --repeats must be positive and --in-flight at least 2")
     torch.set_num_threads(args.threads)
-    run(args, 2)  # warm-up: loads the model and fills caches
+    run(args, 2, episodes=2)  # warm-up: loads the model and fills caches
     results: dict[int, list[dict[str, Any]]] = {1: [], args.in_flight: []}
     for _ in range(args.repeats):  # interleaved, so outside load hits both alike
         for k in results:

@@ -51,12 +51,17 @@ INSTRUCTION = (
 )
 
 
+_LOADING = threading.Lock()
+"""Users stepped in threads (see :class:`PhraseBatcher`) load a model once, not once per thread."""
+
+
 def _shared_lm(model: str, dtype: str) -> tuple[Any, Any]:
     key = (model, dtype)
-    if key not in _MODELS:
-        from dialog_env.lm import load_lm
+    with _LOADING:
+        if key not in _MODELS:
+            from dialog_env.lm import load_lm
 
-        _MODELS[key] = load_lm(model, dtype=dtype)
+            _MODELS[key] = load_lm(model, dtype=dtype)
     return _MODELS[key]
 
 
