@@ -320,3 +320,15 @@ def test_lm_users_in_flight_together_phrase_in_one_batched_call_per_round(tiny_l
     assert one_by_one == turns and batched_calls < turns / 2
     # A random tiny model never verifies, so both runs say the templates: the same dialogues.
     assert [r.messages for r in together] == [r.messages for r in alone]
+
+
+def test_the_lm_user_is_paired_with_the_agenda_user(tiny_lm):
+    """Same seed, same agent: the LM user's decisions are the agenda user's (its sampling has its own stream)."""
+    from agents import make_agent
+
+    for seed in (1, 2, 3):
+        lm = play_lm_user(tiny_lm, seed=seed, agent="rule", max_turns=10)
+        env = gym.make(TEXT_ID, max_turns=10)
+        play(env, make_agent("rule"), seed)
+        # A random tiny model never verifies, so the LM user says the templates: the whole dialogue matches.
+        assert lm.messages() == env.unwrapped.messages()

@@ -202,7 +202,10 @@ class LMUser:
     # -- the UserSimulator protocol -------------------------------------------------------------
     def reset(self, persona: Persona, goal: str, rng: random.Random, judge: Judge | None = None) -> UserTurn:
         """Start a dialogue: the agenda user's opening, in the LM's words."""
-        self.persona, self.rng = persona, rng
+        self.persona = persona
+        # Sampling seeds come from a stream of their own, derived from (not drawn from) the user's, so the
+        # agenda decisions are exactly the agenda user's on the same seed: the two users are paired.
+        self.rng = random.Random(hash(rng.getstate()))
         return self._phrase(self.agenda.reset(persona, goal, rng, judge), ())
 
     def respond(self, agent_acts: Sequence[DialogueAct], agent_text: str = "") -> UserTurn:
