@@ -310,6 +310,7 @@ class DialogueDriver:
         self.envs = list(envs)
         self.cores = [_core(e) for e in self.envs]
         self.reward_model, self.reward_model_weight, self.sessions = reward_model, reward_model_weight, sessions
+        self.batcher = self._shared_batcher()  # users are fixed when an env is made
 
     def play(
         self,
@@ -406,7 +407,7 @@ class DialogueDriver:
         a round ask their :class:`~dialog_env.users.lm.PhraseBatcher` together, and one batched call
         answers them all.
         """
-        batcher = self._batcher()
+        batcher = self.batcher
         if batcher is None or len(jobs) < 2:
             return [fn(j) for j in jobs]
         from concurrent.futures import ThreadPoolExecutor
@@ -419,7 +420,7 @@ class DialogueDriver:
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             return list(pool.map(run, jobs))
 
-    def _batcher(self) -> Any:
+    def _shared_batcher(self) -> Any:
         """The phrase batcher every env's user shares, if they share one."""
         found = {id(b): b for c in self.cores if (b := getattr(c.user, "batcher", None)) is not None}
         if len(found) != 1 or any(getattr(c.user, "batcher", None) is None for c in self.cores):

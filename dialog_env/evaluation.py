@@ -38,18 +38,6 @@ def run_episode(
     return driver.play(AgentPolicy(agent), [seed], privileged=declares_privileged(agent), on_end=on_end)[0]
 
 
-def run_episodes_batched(
-    envs: Sequence[gym.Env], agent: Any, seeds: Sequence[int], on_end: EpisodeHook | None = None
-) -> list[EpisodeRecord]:
-    """Play one dialogue per seed, ``len(envs)`` at a time, with ``agent.act_batch`` per turn.
-
-    Each env takes the next seed when its dialogue ends (:class:`~dialog_env.driver.DialogueDriver`);
-    records come back in seed order, equal to what :func:`run_episode` gives for each seed when the
-    agent's choices are per-dialogue.
-    """
-    return play_agent(envs, agent, seeds, on_end)
-
-
 def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
     """Mean and 95% confidence half-width (normal approximation, ``z * sd / sqrt(n)``)."""
     x = np.asarray(values, dtype=np.float64)
@@ -112,18 +100,12 @@ def evaluate(
         raise ValueError(f"in_flight must be a positive integer, got {in_flight!r}")
     agent = agent_factory()
     mode = getattr(agent, "mode", None) or mode
-    if hasattr(agent, "act_batch"):
-        envs = [gym.make(MODES[mode], split=split, **(env_kwargs or {})) for _ in range(min(batch_size, episodes))]
-        try:
-            return run_episodes_batched(envs, agent, range(seed, seed + episodes), on_end)
-        finally:
-            for e in envs:
-                e.close()
-    if in_flight > 1:
-        n = min(in_flight, episodes)
+    batched = hasattr(agent, "act_batch")
+    if batched or in_flight > 1:  # several dialogues in flight: one batched agent, or one agent per slot
+        n = min(batch_size if batched else in_flight, episodes)
         envs = [gym.make(MODES[mode], split=split, **(env_kwargs or {})) for _ in range(n)]
         try:
-            agents = [agent, *(agent_factory() for _ in range(n - 1))]
+            agents = agent if batched else [agent, *(agent_factory() for _ in range(n - 1))]
             return play_agent(envs, agents, range(seed, seed + episodes), on_end)
         finally:
             for e in envs:
