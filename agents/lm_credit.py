@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from trl import GRPOTrainer
+
+from agents.lm_trainer import DialogueGRPOTrainer
 
 
 def turn_advantages(
@@ -79,16 +80,16 @@ def turn_advantages(
     return out.to(dialogue_advantages.dtype)
 
 
-class TurnCreditGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` whose advantages are per agent turn (see the module docstring).
+class TurnCreditGRPOTrainer(DialogueGRPOTrainer):
+    """:class:`~agents.lm_trainer.DialogueGRPOTrainer` whose advantages are per agent turn (see the module docstring).
 
     Needs a rollout function that keeps its last output in ``last_output`` with ``token_turns`` and
     ``turn_rewards`` (:class:`agents.lm_grpo.DialogueRollout` does).
 
     Args:
-        *args: ``GRPOTrainer`` arguments.
+        *args: ``DialogueGRPOTrainer`` arguments.
         turn_credit: Weight of the turn term.
-        **kwargs: ``GRPOTrainer`` keyword arguments.
+        **kwargs: ``DialogueGRPOTrainer`` keyword arguments.
     """
 
     def __init__(self, *args: Any, turn_credit: float = 1.0, **kwargs: Any) -> None:

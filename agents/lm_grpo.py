@@ -131,6 +131,22 @@ def _seed_of(prompt: Sequence[Mapping[str, Any]]) -> int:
     return int(seed)
 
 
+def check_continuation(spec: str) -> None:
+    """Refuse a branch-mode continuation that is not a registered, non-privileged agent spec.
+
+    Raises:
+        ValueError: Names the field and what is allowed.
+    """
+    from agents.base import AGENT_PREFIXES, AGENTS, is_privileged, make_agent
+
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"continuation must be an agent spec (e.g. 'planner'), got {spec!r}")
+    if spec not in AGENTS and spec.split(":", 1)[0] not in AGENT_PREFIXES:
+        raise ValueError(f"continuation: unknown agent {spec!r}; registered: {', '.join(sorted(AGENTS))}")
+    if spec in AGENTS and is_privileged(make_agent(spec)):
+        raise ValueError(f"continuation: {spec!r} reads the hidden persona; a continuation must be non-privileged")
+
+
 class DialogueRollout:
     """TRL ``rollout_func``: plays one whole dialogue per prompt, all dialogues batched per turn.
 
@@ -146,6 +162,14 @@ class DialogueRollout:
             earlier utterances, replayed in the env); the next ``k`` agent turns are sampled and are
             the trained completion, the rest of the dialogue is played greedily by the same policy,
             and the reward is the return from the first sampled turn on (the return-to-go).
+        continuation: Branch mode: who plays the dialogue on after the sampled turns. ``None``: the
+            policy itself, greedily. An agent spec (e.g. ``planner``): that agent, so a reply is scored
+            by what it leads to under competent play (a roll-out with a reference policy, as in
+            AggreVaTe and LOLS), which does not hinge on how the policy's own later turns happen to
+            react to the reply's wording, and costs no generation. Privileged agents are refused.
+        greedy_baseline: Branch mode: also play the policy's greedy reply once at every distinct branch
+            point of a batch (same continuation); its return is ``baseline`` in the output, on every
+            row of that point (the greedy advantage of :class:`agents.lm_trainer.DialogueGRPOTrainer`).
     """
 
     def __init__(
@@ -156,12 +180,20 @@ class DialogueRollout:
         max_new_tokens: int = 48,
         prompt: str = DEFAULT_PROMPT,
         explore_turns: int | None = None,
+        continuation: str | None = None,
+        greedy_baseline: bool = False,
     ) -> None:
         if max_turns < 1 or max_new_tokens < 1:
             raise ValueError(f"max_turns and max_new_tokens must be positive, got {max_turns}, {max_new_tokens}")
         if explore_turns is not None and explore_turns < 1:
             raise ValueError(f"explore_turns must be None or positive, got {explore_turns}")
-        self.explore_turns = explore_turns
+        if continuation is not None:
+            check_continuation(continuation)
+            if explore_turns is None:
+                raise ValueError("continuation: only branch mode (explore_turns) hands the dialogue on to an agent")
+        if greedy_baseline and explore_turns is None:
+            raise ValueError("greedy_baseline: only branch mode (explore_turns) has a greedy reply to compare with")
+        self.explore_turns, self.continuation, self.greedy_baseline = explore_turns, continuation, greedy_baseline
         self.split, self.env_kwargs = split, {**dict(env_kwargs or {}), "max_turns": max_turns}
         self.max_turns, self.max_new_tokens = max_turns, max_new_tokens
         self.style: PromptStyle = get_prompt(prompt)
@@ -219,9 +251,21 @@ class DialogueRollout:
                     self.last_output = self.rollout(
                         model, tokenizer, seeds, self.generation_config(trainer), limit, prefixes=prefixes
                     )
+                    if self.greedy_baseline:
+                        self.last_output["baseline"] = self.greedy_returns(model, tokenizer, seeds, prefixes)
                     return self.last_output
             finally:
                 model.train(was_training)
+
+    def greedy_returns(
+        self, model: Any, tokenizer: Any, seeds: Sequence[int], prefixes: Sequence[Sequence[str]]
+    ) -> list[float]:
+        """Per row, the return of the greedy reply at its branch point (each distinct point played once)."""
+        points = list(dict.fromkeys((s, tuple(p)) for s, p in zip(seeds, prefixes, strict=True)))
+        greedy = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False)
+        played = self.rollout(model, tokenizer, [s for s, _ in points], greedy, prefixes=[list(p) for _, p in points])
+        value = dict(zip(points, played["env_return"], strict=True))
+        return [float(value[(s, tuple(p))]) for s, p in zip(seeds, prefixes, strict=True)]
 
     def rollout(
         self,
@@ -334,6 +378,12 @@ class _TokenPolicy:
         self.pending: dict[int, list[int]] = {}  # ids to append before the next round (closing + user turn)
         self.batch: IncrementalBatch | None = None
         self.rows: list[int] = []  # the slot of each batch row
+        self.agents: list[Any] | None = None  # branch mode: the agents that play on after the sampled turns
+        if rollout.continuation is not None:
+            from agents.base import make_agent
+
+            self.agents = [make_agent(rollout.continuation) for _ in envs]
+        self.last: list[tuple[Any, dict[str, Any]] | None] = [None] * n  # what each continuation agent reads next
         self.turn = 0  # rounds played
 
     def begin(self, slot: int, start: Start) -> None:
@@ -341,10 +391,22 @@ class _TokenPolicy:
         history = prompt_messages(start.view, summary=False, style=self.rollout.style)
         self.views[slot], self.histories[slot], self.offsets[slot] = start.view, history, len(start.replayed)
         self.prompt_ids[slot] = render_ids(self.tokenizer, history)
+        if self.agents is not None:
+            self.agents[slot].reset(start.view, seed=start.seed)
+            self.last[slot] = (start.observation, start.info)
+
+    def _handed_on(self) -> bool:
+        """Whether the continuation agent speaks this round (branch mode, past the sampled turns)."""
+        explore = self.rollout.explore_turns
+        return self.agents is not None and explore is not None and self.turn >= explore
 
     def act(self, slots: Sequence[int]) -> list[str]:
-        """One agent turn per live dialogue, generated in one batch."""
+        """One agent turn per live dialogue, generated in one batch (or the continuation agent's)."""
         explore = self.rollout.explore_turns
+        if self._handed_on():
+            assert self.agents is not None
+            self.turn += 1
+            return [self.agents[k].act(*self.last[k]) for k in slots]  # type: ignore[misc]
         config = self.config if explore is None or self.turn < explore else self.greedy
         seed = None if self.generation_seed is None else self.generation_seed + self.turn
         if not self.reuse_cache:
@@ -385,6 +447,7 @@ class _TokenPolicy:
         for t, v in info["reward_terms"].items():
             self.terms[k][t] = self.terms[k].get(t, 0.0) + v
         self.contexts[k].append(step.context)
+        self.last[k] = (step.observation, info)
         self.histories[k].append({"role": "assistant", "content": info["agent_text"]})
         limit = self.max_completion_tokens
         full = limit is not None and len(self.completion[k]) >= limit
@@ -398,6 +461,9 @@ class _TokenPolicy:
         if step.terminated or step.truncated or full or last:
             return False
         content = user_turn_content(self.rollout.style, self.views[k], info)
+        if self._handed_on():  # the agent plays on: no more tokens (the completion ends at the sampled turns)
+            self.histories[k].append({"role": "user", "content": content})
+            return True
         user = user_turn_text(self.tokenizer, self.histories[k], content)
         user_ids = self.tokenizer(user, add_special_tokens=False)["input_ids"]
         self.histories[k].append({"role": "user", "content": content})

@@ -72,6 +72,14 @@ class LMTrainConfig(LMRunFields):
     mode: str = "multi"
     """multi (whole dialogues per rollout), branch (sample one turn at a state the starting policy reaches, play on
     greedily, reward the return-to-go) or single (one reply per collected context, immediate reward)"""
+    continuation: str = ""
+    """branch mode: who plays on after the sampled turn; empty: the policy itself, greedily; an agent spec (e.g.
+    planner): that non-privileged agent, so a reply is scored under competent play (no generation after it)"""
+    advantage: str = "group"
+    """group (GRPO: the return normalised in its group) or greedy (branch mode: the positive part of a reply's gain
+    over the policy's greedy reply at the same branch point, ReMax's baseline; no gradient for replies no better)"""
+    padding_free: bool = True
+    """score every rollout at its own length in the log-prob passes (--no-padding-free: TRL's padded batches)"""
     exp_name: str = "grpo"
     """experiment name, part of the run folder name"""
     run_root: str = "runs"
@@ -155,6 +163,21 @@ class LMTrainConfig(LMRunFields):
             raise LMConfigError(f"turn_credit: expected a finite number >= 0, got {self.turn_credit!r}")
         if self.turn_credit and self.mode != "multi":
             raise LMConfigError("turn_credit: turn-level advantages need mode multi (whole dialogues per rollout)")
+        if self.continuation:
+            if self.mode != "branch":
+                raise LMConfigError("continuation: only mode branch hands a dialogue on after the sampled turn")
+            from agents.lm_grpo import check_continuation
+
+            try:
+                check_continuation(self.continuation)
+            except ValueError as e:
+                raise LMConfigError(str(e)) from None
+        from agents.lm_trainer import ADVANTAGES
+
+        if self.advantage not in ADVANTAGES:
+            raise LMConfigError(f"advantage: expected one of {list(ADVANTAGES)}, got {self.advantage!r}")
+        if self.advantage == "greedy" and self.mode != "branch":
+            raise LMConfigError("advantage: greedy compares replies at a branch point: needs mode branch")
         if not self.temperature > 0:
             raise LMConfigError(f"temperature: GRPO samples its rollouts; expected > 0, got {self.temperature!r}")
         if not 0.0 < self.top_p <= 1.0:
@@ -219,9 +242,10 @@ def _load_policy(cfg: LMTrainConfig) -> tuple[Any, Any]:
 def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     """The configured ``GRPOTrainer`` for a run folder."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     from agents.lm_grpo import DialogueRollout, build_task_dataset, env_return
+    from agents.lm_trainer import DialogueGRPOTrainer
     from rewards import DEFAULT_WEIGHTS, to_trl
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tb")  # transformers' TensorBoard callback reads it
@@ -243,7 +267,14 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         reward_funcs = [env_return, *(to_trl(t["name"], **t["kwargs"]) for t in specs)]
         reward_weights = [1.0] + [0.0] * len(specs)
         rollout = DialogueRollout(
-            cfg.split, env_kwargs, cfg.max_turns, cfg.max_new_tokens, prompt=prompt, explore_turns=explore
+            cfg.split,
+            env_kwargs,
+            cfg.max_turns,
+            cfg.max_new_tokens,
+            prompt=prompt,
+            explore_turns=explore,
+            continuation=cfg.continuation or None,
+            greedy_baseline=cfg.advantage == "greedy",
         )
     else:
         dataset = build_single_turn_dataset(
@@ -277,12 +308,12 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
         use_cpu=not has_accelerator(),
         gradient_checkpointing=False,
     )
-    extra: dict[str, Any] = {}
-    trainer_class: Any = GRPOTrainer
+    extra: dict[str, Any] = {"padding_free": cfg.padding_free, "advantage": cfg.advantage}
+    trainer_class: Any = DialogueGRPOTrainer
     if cfg.turn_credit:
         from agents.lm_credit import TurnCreditGRPOTrainer
 
-        trainer_class, extra = TurnCreditGRPOTrainer, {"turn_credit": cfg.turn_credit}
+        trainer_class, extra = TurnCreditGRPOTrainer, {**extra, "turn_credit": cfg.turn_credit}
     return trainer_class(
         model=model,
         args=args,

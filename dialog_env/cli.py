@@ -15,7 +15,15 @@ from typing import Any
 import gymnasium as gym
 
 import dialog_env
-from dialog_env.evaluation import METRIC_LABELS, METRICS, MODES, evaluate, record_to_json, summarize
+from dialog_env.evaluation import (
+    METRIC_LABELS,
+    METRICS,
+    MODES,
+    evaluate,
+    paired_difference,
+    record_to_json,
+    summarize,
+)
 from dialog_env.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from dialog_env.persona import SPLITS, PersonaSampler, save_personas
 from dialog_env.tracker import TRACKER_MODES
@@ -131,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episodes", type=_positive, default=300)
     s.add_argument("--out", default=None, help="run folder for results.json, results.md, transcripts.jsonl")
     s.add_argument("--transcripts", type=int, default=5, help="transcripts kept per agent in --out (default 5)")
+    s.add_argument(
+        "--baseline",
+        default=None,
+        help="label of one of --agents: also print every other agent's paired difference to it (same dialogues)",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _env_args(s)
 
@@ -269,13 +282,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return tqdm(it, total=args.episodes, leave=False, file=sys.stderr)
 
     env_kwargs = _env_kwargs(args)
+    from dialog_env.benchmark import parse_agent_entry
+
+    labels = [parse_agent_entry(e)[0] for e in args.agents]
+    if args.baseline is not None and args.baseline not in labels:
+        print(f"error: --baseline: expected one of the agents' labels {labels}, got {args.baseline!r}", file=sys.stderr)
+        return 2
     summary: dict[str, dict[str, dict[str, float]]] = {}
+    played_records: dict[str, list[Any]] = {}
     modes: dict[str, str] = {}
     privileged: list[str] = []  # agents that read the hidden persona: marked in the table
     transcripts: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    from dialog_env.benchmark import parse_agent_entry
-
     for entry in args.agents:
         label, spec = parse_agent_entry(entry)
         records = evaluate(
@@ -288,6 +306,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=progress,
         )
         summary[label] = summarize(records)
+        played_records[label] = records
         modes[label] = records[0].mode  # an agent may need its own mode (lm: agents play text)
         if records[0].privileged:
             privileged.append(label)
@@ -300,6 +319,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(title)
     print(table)
     print("(mean ± 95% CI half-width over episodes)")
+    paired: dict[str, dict[str, dict[str, float]]] = {}
+    if args.baseline is not None:
+        base = played_records[args.baseline]
+        paired = {k: paired_difference(v, base) for k, v in played_records.items() if k != args.baseline}
+        diff_table = _table(paired)
+        print(f"\npaired difference to {args.baseline} (same dialogues):")
+        print(diff_table)
+        print("(mean difference ± 95% CI half-width over dialogues; a CI that excludes 0 is significant)")
     if args.out:
         out = Path(args.out)
         config = {
@@ -312,12 +339,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "agents": args.agents,
             **env_kwargs,
         }
-        atomic_write_json(out / "results.json", {"config": config, "results": summary, "seconds": elapsed})
-        atomic_write_text(
-            out / "results.md", f"# Evaluation\n\n{title}\n\n{table}\n\nMean ± 95% CI half-width over episodes.\n"
-        )
+        results: dict[str, Any] = {"config": config, "results": summary, "seconds": elapsed}
+        markdown = f"# Evaluation\n\n{title}\n\n{table}\n\nMean ± 95% CI half-width over episodes.\n"
+        if paired:
+            results["paired"] = {"baseline": args.baseline, "difference": paired}
+            markdown += (
+                f"\n## Paired difference to {args.baseline}\n\n{_table(paired)}\n\n"
+                "Mean of the per-dialogue difference ± 95% CI half-width (same personas and goals).\n"
+            )
+        atomic_write_json(out / "results.json", results)
+        atomic_write_text(out / "results.md", markdown)
         atomic_write_jsonl(out / "transcripts.jsonl", transcripts)
-        print(f"results: {out / 'results.json'}, {out / 'results.md'}; transcripts: {out / 'transcripts.jsonl'}")
+        episodes = [{"agent": k, **record_to_json(r)} for k, rs in played_records.items() for r in rs]
+        atomic_write_jsonl(out / "episodes.jsonl", episodes)
+        print(
+            f"results: {out / 'results.json'}, {out / 'results.md'}; transcripts: {out / 'transcripts.jsonl'}; "
+            f"every dialogue's metrics: {out / 'episodes.jsonl'}"
+        )
     return 0
 
 

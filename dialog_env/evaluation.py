@@ -56,6 +56,31 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict[str, dict[str, float]]:
     return out
 
 
+def paired_difference(
+    records: Sequence[EpisodeRecord], baseline: Sequence[EpisodeRecord]
+) -> dict[str, dict[str, float]]:
+    """Per metric, the mean of ``records - baseline`` over the same dialogues and its 95% CI half-width.
+
+    Both agents met the same personas and goals (the same seeds), so the per-dialogue difference
+    cancels what the persona alone decides: its CI is narrower than the two unpaired CIs together, and
+    an improvement is significant when it excludes 0.
+
+    Raises:
+        ValueError: The two lists are not the same dialogues (seeds) in the same order.
+    """
+    seeds, base = [r.seed for r in records], [r.seed for r in baseline]
+    if seeds != base:
+        raise ValueError(
+            f"paired comparison needs the same dialogues in the same order: {len(seeds)} seeds against {len(base)}"
+            + ("" if len(seeds) != len(base) else " (seeds differ)")
+        )
+    out = {}
+    for m in METRICS:
+        mean, half = mean_ci([a.metric(m) - b.metric(m) for a, b in zip(records, baseline, strict=True)])
+        out[m] = {"mean": mean, "ci95": half}
+    return out
+
+
 def evaluate(
     agent_factory: Callable[[], Any],
     *,

@@ -8,6 +8,11 @@ times GRPO steps of both, with the same trainer settings (16 dialogues a step: 2
 6 turns of at most 32 tokens, ``num_iterations=2``, LoRA), interleaving the two in every repeat,
 and prints seconds per step (median, min-max over repeats), the ratio, and the mean rollout length.
 
+Each prompt is timed with TRL's padded log-prob passes and with the padding-free ones
+(:class:`agents.lm_trainer.DialogueGRPOTrainer`, the default): the trained policy's dialogues vary
+in length far more than the base model's, which all run to the turn limit, so padding costs it more.
+Ratios are to the base model's padded step (the reference of earlier measurements).
+
     python scripts/bench_grpo_step.py --trained runs/sft_smollm2/final_model --repeats 3
 """
 
@@ -43,11 +48,12 @@ def step_timer() -> Any:
     return StepTimer()
 
 
-def time_steps(model: str, prompt: str, args: argparse.Namespace, seed: int) -> dict[str, float]:
+def time_steps(model: str, prompt: str, padding_free: bool, args: argparse.Namespace, seed: int) -> dict[str, float]:
     """Train ``args.steps`` GRPO steps; seconds per step (mean over the steps) and mean rollout tokens."""
     cfg = LMTrainConfig(
         model=model,
         prompt=prompt,
+        padding_free=padding_free,
         seed=seed,
         tasks=64,
         max_steps=args.steps,
@@ -79,19 +85,28 @@ def main() -> None:
     p.add_argument("--lora-layers", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--padding", default="both", choices=["both", "free", "padded"], help="log-prob passes to time")
     p.add_argument("--out", default="runs/bench_grpo_step.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    runs = {"catalog prompt (base model)": (args.base, "catalog"), "trained policy's prompt": (args.trained, "")}
+    prompts = {"catalog prompt (base model)": (args.base, "catalog"), "trained policy's prompt": (args.trained, "")}
+    paddings = {"both": (False, True), "free": (True,), "padded": (False,)}[args.padding]
+    runs = {
+        f"{label}, {'padding-free' if free else 'padded'}": (model, prompt, free)
+        for free in paddings
+        for label, (model, prompt) in prompts.items()
+    }
     results: dict[str, list[dict[str, float]]] = {k: [] for k in runs}
     for rep in range(args.repeats):
-        for label, (model, prompt) in runs.items():
-            results[label].append(time_steps(model, prompt, args, seed=rep))
+        for label, (model, prompt, free) in runs.items():
+            results[label].append(time_steps(model, prompt, free, args, seed=rep))
             print(f"repeat {rep}: {label}: {results[label][-1]}", flush=True)
-    base = statistics.median(r["seconds_per_step"] for r in results["catalog prompt (base model)"])
+    reference = next(iter(runs))  # the base model's first-listed (padded where timed) step
+    base = statistics.median(r["seconds_per_step"] for r in results[reference])
     print(
         f"\nGRPO step, 16 dialogues (2 personas x 8), 6 turns x 32 tokens, dtype {args.dtype}, {args.threads} threads"
     )
+    print(f"ratios to: {reference}")
     print("| prompt | s/step (median, min-max) | ratio | completion tokens |")
     print("|---|---|---|---|")
     summary = {}

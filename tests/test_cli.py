@@ -31,6 +31,44 @@ def test_eval_writes_parsable_run_folder(tmp_path):
     assert "| rule |" in (out / "results.md").read_text()
 
 
+def test_eval_paired_difference_to_a_baseline(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(
+        "eval", "--agents", "rule", "planner", "greet", "--episodes", "40", "--baseline", "rule", "--out", str(out),
+        "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "paired difference to rule" in r.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["paired"]["baseline"] == "rule" and set(results["paired"]["difference"]) == {"planner", "greet"}
+    episodes = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) == 120 and "messages" not in episodes[0]
+    by = {a: [e for e in episodes if e["agent"] == a] for a in ("rule", "planner", "greet")}
+    assert [e["seed"] for e in by["rule"]] == [e["seed"] for e in by["planner"]] == list(range(40))
+    for agent in ("planner", "greet"):
+        diff = results["paired"]["difference"][agent]["return"]
+        means = results["results"][agent]["return"]["mean"] - results["results"]["rule"]["return"]["mean"]
+        assert diff["mean"] == pytest.approx(means)
+        per = [a["return"] - b["return"] for a, b in zip(by[agent], by["rule"], strict=True)]
+        assert diff["mean"] == pytest.approx(sum(per) / len(per))
+    # Degenerate small talk is worse than rule on the same dialogues, beyond the paired CI.
+    greet = results["paired"]["difference"]["greet"]["return"]
+    assert greet["mean"] + greet["ci95"] < 0
+    assert "## Paired difference to rule" in (out / "results.md").read_text()
+    bad = run_cli("eval", "--agents", "rule", "--episodes", "2", "--baseline", "planner", "--no-progress")
+    assert bad.returncode == 2 and "--baseline: expected one of the agents' labels ['rule']" in bad.stderr
+
+
+def test_paired_difference_needs_the_same_dialogues():
+    from dialog_env.evaluation import evaluate, paired_difference
+
+    a = evaluate(lambda: __import__("agents").make_agent("rule"), episodes=5, seed=0)
+    b = evaluate(lambda: __import__("agents").make_agent("rule"), episodes=5, seed=1)
+    assert all(v["mean"] == 0 for v in paired_difference(a, a).values())
+    with pytest.raises(ValueError, match="same dialogues in the same order"):
+        paired_difference(a, b)
+
+
 def test_eval_is_deterministic(tmp_path):
     a = run_cli("eval", "--agents", "rule", "--episodes", "20", "--seed", "7", "--noise", "0.15", "--no-progress")
     b = run_cli("eval", "--agents", "rule", "--episodes", "20", "--seed", "7", "--noise", "0.15", "--no-progress")

@@ -1,5 +1,6 @@
 """Multi-turn GRPO with TRL on a tiny random model: the rollout contract, masks, tokens, a training step."""
 
+import dataclasses
 import os
 
 import gymnasium as gym
@@ -203,6 +204,44 @@ def test_multi_turn_grpo_step_end_to_end(tiny_path, tmp_path):
     assert logs["completions/mean_length"] <= 3 * 6 + 3  # only agent tokens count as completion length
 
 
+def test_padding_free_log_probs_equal_the_padded_pass(tiny_path, tmp_path):
+    """Scoring each rollout at its own length gives TRL's padded log-probs (and gradients flow)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig
+
+    from agents.lm_trainer import DialogueGRPOTrainer, unpadded_span
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    cfg = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_steps=1, report_to=[],
+        use_cpu=True, save_strategy="no", beta=0.0,
+    )  # fmt: skip
+    trainer = DialogueGRPOTrainer(
+        model=model, args=cfg, train_dataset=build_task_dataset(2), processing_class=tok, reward_funcs=[env_return],
+        rollout_func=DialogueRollout(max_turns=2, max_new_tokens=4),
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    prompts, completions = [11, 4, 7], [9, 3, 12]  # left-padded prompts, right-padded completions
+    width_p, keep = max(prompts), max(completions)
+    ids = torch.zeros(3, width_p + keep, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        ids[r, width_p - p : width_p + c] = torch.randint(5, 200, (p + c,), generator=g)
+        mask[r, width_p - p : width_p + c] = 1
+    assert unpadded_span(mask[1]) == (width_p - 4, width_p + 3) and unpadded_span(torch.tensor([1, 0, 1])) is None
+    trainer.padding_free = False
+    padded, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)
+    trainer.padding_free = True
+    free, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)
+    assert free.shape == padded.shape == (3, keep)
+    real = mask[:, width_p:].bool()
+    torch.testing.assert_close(free[real], padded[real], rtol=1e-4, atol=1e-4)
+    assert (free[~real] == 0).all()
+    free.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.parameters())
+
+
 def test_rollout_cut_by_the_token_budget_is_a_failure(tiny):
     """A dialogue cut by max_completion_length is charged like one that ran out of turns."""
     model, tok = tiny
@@ -337,6 +376,63 @@ def test_branch_rollout_samples_the_branch_turn_and_plays_on_greedily(tiny):
         DialogueRollout(explore_turns=0)
 
 
+def test_branch_rollout_handed_on_to_the_planner_scores_the_reply_under_its_play(tiny):
+    """With a continuation agent the LM speaks only the branch turn; the planner plays the rest.
+
+    The planner's turns are its own utterances on the same state, so the reward equals the return of
+    a scripted dialogue (the LM's reply, then the planner's), and one reply always earns one return.
+    """
+    from agents.base import make_agent
+    from dialog_env.driver import DialogueDriver, ScriptedPolicy
+
+    model, tok = tiny
+    rollout = DialogueRollout(max_turns=5, max_new_tokens=6, explore_turns=1, continuation="planner")
+    sampled = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.0)
+    out = rollout.rollout(model, tok, [7] * 6, sampled, generation_seed=3)
+    assert all(max(t) == 0 for t in out["token_turns"])  # only the branch turn is trained
+    said = [[m["content"] for m in dialogue(t) if m["role"] == "assistant"] for t in out["transcript"]]
+    by_reply: dict[str, float] = {}
+    for ids, lines, ret in zip(out["completion_ids"], said, out["env_return"], strict=True):
+        assert lines[0] == tok.decode(ids, skip_special_tokens=True).strip()
+        assert by_reply.setdefault(lines[0], ret) == pytest.approx(ret)  # same reply, same return
+        env = gym.make("dialog_env/PersonaRecText-v0", max_turns=5)
+        (record,) = DialogueDriver([env]).play(ScriptedPolicy([lines]), [7])
+        assert record.return_ == pytest.approx(ret) and record.turns == len(lines)
+        # After the branch turn the planner speaks: its utterance on the replayed state is the second line.
+        if len(lines) > 1:
+            planner = make_agent("planner")
+            check = gym.make("dialog_env/PersonaRecText-v0", max_turns=5)
+            (again,) = DialogueDriver([check]).play(_FirstThenAgent(lines[0], planner), [7])
+            assert again.messages == record.messages
+    with pytest.raises(ValueError, match="continuation: 'oracle' reads the hidden persona"):
+        DialogueRollout(explore_turns=1, continuation="oracle")
+    with pytest.raises(ValueError, match="continuation: unknown agent 'wizard'"):
+        DialogueRollout(explore_turns=1, continuation="wizard")
+    with pytest.raises(ValueError, match="only branch mode"):
+        DialogueRollout(continuation="planner")
+
+
+class _FirstThenAgent:
+    """Says ``first``, then lets ``agent`` speak (as a branch-mode rollout with a continuation does)."""
+
+    def __init__(self, first, agent):
+        from dialog_env.driver import AgentPolicy
+
+        self.first, self.inner, self.said = first, AgentPolicy(agent), False
+
+    def begin(self, slot, start):
+        self.inner.begin(slot, start)
+
+    def act(self, slots):
+        if not self.said:
+            self.said = True
+            return [self.first for _ in slots]
+        return self.inner.act(slots)
+
+    def observe(self, slot, step):
+        return self.inner.observe(slot, step)
+
+
 def test_branch_dataset_has_one_row_per_agent_turn_of_the_greedy_dialogues(tiny):
     from agents.lm_grpo import PREFIX_KEY, build_branch_dataset
 
@@ -355,6 +451,33 @@ def test_branch_dataset_has_one_row_per_agent_turn_of_the_greedy_dialogues(tiny)
         )
 
 
+def test_greedy_advantages_reward_only_the_gain_over_the_greedy_reply():
+    from agents.lm_trainer import greedy_advantages
+
+    adv = greedy_advantages([5.0, 1.0, 3.0, -2.0, 10.0, 10.0], [3.0, 3.0, 3.0, -4.0, -4.0, -4.0], group_size=3)
+    std0 = torch.tensor([5.0, 1.0, 3.0]).std(unbiased=False)
+    torch.testing.assert_close(adv[:3], torch.tensor([2.0 / std0, 0.0, 0.0]))  # no better than greedy: no gradient
+    std1 = torch.tensor([-2.0, 10.0, 10.0]).std(unbiased=False)
+    torch.testing.assert_close(adv[3:], torch.tensor([2.0, 14.0, 14.0]) / std1)
+    same = greedy_advantages([4.0, 4.0], [1.0, 1.0], group_size=2)  # no spread: the scale floor of 1 holds
+    torch.testing.assert_close(same, torch.tensor([3.0, 3.0]))
+    with pytest.raises(ValueError, match="do not split into groups"):
+        greedy_advantages([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], group_size=2)
+    with pytest.raises(ValueError, match="one entry per rollout"):
+        greedy_advantages([1.0, 2.0], [0.0], group_size=2)
+
+
+def test_greedy_baseline_is_the_greedy_reply_s_return_at_each_branch_point(tiny):
+    model, tok = tiny
+    rollout = DialogueRollout(max_turns=4, max_new_tokens=6, explore_turns=1, continuation="planner")
+    seeds, prefixes = [3, 3, 8, 8], [["Hello."], ["Hello."], [], []]
+    baseline = rollout.greedy_returns(model, tok, seeds, prefixes)
+    greedy = rollout.rollout(model, tok, [3, 8], GenerationConfig(max_new_tokens=6), prefixes=[["Hello."], []])
+    assert baseline == [greedy["env_return"][0]] * 2 + [greedy["env_return"][1]] * 2
+    with pytest.raises(ValueError, match="greedy_baseline: only branch mode"):
+        DialogueRollout(greedy_baseline=True)
+
+
 def test_branch_mode_grpo_run_end_to_end(tiny_path, tmp_path):
     from agents.lm_train import LMTrainConfig, train_lm
 
@@ -366,3 +489,8 @@ def test_branch_mode_grpo_run_end_to_end(tiny_path, tmp_path):
     assert (run / "final_model" / "config.json").exists()
     logs = [r for r in __import__("json").loads((run / "train_log.json").read_text()) if "reward" in r]
     assert logs and all(r["completions/mean_length"] <= 6 + 1 for r in logs)  # one agent turn per completion
+    # The planner plays on after the sampled reply, and the advantage is the gain over the greedy reply.
+    handed = dataclasses.replace(cfg, continuation="planner", advantage="greedy", padding_free=False)
+    run = train_lm(handed, tmp_path / "run_planner")
+    assert (run / "final_model" / "config.json").exists()
+    assert "continuation: planner" in (run / "config.yaml").read_text()

@@ -97,6 +97,11 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
         (["--turn-credit", "-1"], "turn_credit: expected a finite number >= 0"),
         (["--turn-credit", "1", "--mode", "single"], "turn_credit: turn-level advantages need mode multi"),
         (["--top-p", "0"], "top_p: expected a number in (0, 1]"),
+        (["--continuation", "planner"], "continuation: only mode branch"),
+        (["--mode", "branch", "--continuation", "oracle"], "continuation: 'oracle' reads the hidden persona"),
+        (["--mode", "branch", "--continuation", "wizard"], "continuation: unknown agent 'wizard'"),
+        (["--advantage", "greedy"], "advantage: greedy compares replies at a branch point: needs mode branch"),
+        (["--advantage", "mean"], "advantage: expected one of ['group', 'greedy']"),
     ],
 )
 def test_bad_arguments(tmp_path, args, needle):
