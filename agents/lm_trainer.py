@@ -14,10 +14,10 @@ padding changes nothing but rounding (tested against the padded pass).
 policy's *greedy* reply at the same branch point (ReMax's baseline) and keeps only the positive
 part: a sampled reply is reinforced by how much it beats what the greedy policy says there, and a
 reply no better than that gets no gradient. GRPO's group mean compares samples with samples; at a
-temperature the sampled questions include poor ones the greedy policy never asks, so the mean
-sampled question scores below the greedy one and the group baseline pushes all questions down
-while the greedy policy evaluated after training asks good ones (measured: every group-baseline
-run asked fewer slots than its start and lost return).
+temperature the sampled replies include poor ones the greedy policy never says, so the group
+baseline can push a reply the greedy policy says well down with them. (Measured in
+docs/BENCHMARKS.md: with the planner playing on, this baseline did not stop the drift to asking less
+either; the cause there is the roll-out, not the baseline.)
 """
 
 from __future__ import annotations
@@ -27,19 +27,6 @@ from typing import Any
 
 import torch
 from trl import GRPOTrainer
-
-_MULTIMODAL = (
-    "pixel_values",
-    "image_grid_thw",
-    "num_images",
-    "pixel_attention_mask",
-    "spatial_shapes",
-    "num_tiles",
-    "image_sizes",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "image_position_ids",
-)
 
 
 def unpadded_span(mask_row: torch.Tensor) -> tuple[int, int] | None:
@@ -115,8 +102,8 @@ class DialogueGRPOTrainer(GRPOTrainer):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         spans = [unpadded_span(row) for row in attention_mask]
-        multimodal = any(kwargs.get(k) is not None for k in _MULTIMODAL)
-        if not self.padding_free or compute_aux_loss or multimodal or any(s is None for s in spans):
+        extra_inputs = any(v is not None for v in kwargs.values())  # images, token types: TRL's own pass
+        if not self.padding_free or compute_aux_loss or extra_inputs or any(s is None for s in spans):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
                 **kwargs,
@@ -133,7 +120,7 @@ class DialogueGRPOTrainer(GRPOTrainer):
             with self.accelerator.autocast():
                 out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True)
             # out.log_probs[0, t] scores token t + 1 of the row; kept column j is padded column first + j.
-            lo, hi = max(start, first, start + 1), end  # padded columns with a score
+            lo, hi = max(first, start + 1), end  # padded columns with a score
             logps.append(self._place(out.log_probs[0], lo, hi, start, first, logits_to_keep))
             if compute_entropy:
                 entropies.append(self._place(out.entropy[0], lo, hi, start, first, logits_to_keep))

@@ -284,7 +284,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_kwargs = _env_kwargs(args)
     from dialog_env.benchmark import parse_agent_entry
 
-    labels = [parse_agent_entry(e)[0] for e in args.agents]
+    entries = [parse_agent_entry(e) for e in args.agents]
+    labels = [label for label, _ in entries]
     if args.baseline is not None and args.baseline not in labels:
         print(f"error: --baseline: expected one of the agents' labels {labels}, got {args.baseline!r}", file=sys.stderr)
         return 2
@@ -294,8 +295,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     privileged: list[str] = []  # agents that read the hidden persona: marked in the table
     transcripts: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for entry in args.agents:
-        label, spec = parse_agent_entry(entry)
+    for label, spec in entries:
         records = evaluate(
             lambda spec=spec: make_agent(spec),
             split=args.split,
