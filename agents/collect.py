@@ -192,17 +192,27 @@ def load_demonstrations(data: str | Path) -> Any:
     Raises:
         CollectError: Nothing to load, or rows without a ``messages`` column.
     """
+    import shutil
+    import tempfile
+
     from datasets import load_dataset
 
     path = Path(data)
     if path.is_dir():
         if not any(path.glob("*.jsonl")) and not (path / "README.md").is_file():
             raise CollectError(f"data: {path} holds no data set (collect one with `dialog-env collect --out {path}`)")
-        ds = load_dataset(str(path), split="train")
+        source, files = str(path), None
     elif path.is_file():
-        ds = load_dataset("json", data_files=str(path), split="train")
+        source, files = "json", str(path)
     else:
         raise CollectError(f"data: {path} does not exist")
+    # A private cache, read into memory: datasets' shared cache can hand back another folder's rows
+    # (two folders of one name, or a folder collected again in the same second).
+    cache = tempfile.mkdtemp(prefix="dialog_env_data_")
+    try:
+        ds = load_dataset(source, data_files=files, split="train", cache_dir=cache, keep_in_memory=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     if "messages" not in ds.column_names:
         raise CollectError(f"data: {path} has no 'messages' column (columns: {ds.column_names})")
     return ds

@@ -106,3 +106,15 @@ def test_load_demonstrations_errors(tmp_path):
     bad.write_text('{"text": "hello"}\n')
     with pytest.raises(CollectError, match="messages"):
         load_demonstrations(bad)
+
+
+def test_load_demonstrations_reads_each_folder_s_own_rows(tmp_path):
+    """Two data sets in folders of one name (as parallel test workers make) never share cached rows."""
+    for parent, episodes in (("a", 2), ("b", 3)):
+        collect(CollectConfig(episodes=episodes), tmp_path / parent / "data", progress=False)
+    assert len(load_demonstrations(tmp_path / "a" / "data")) == 2
+    assert len(load_demonstrations(tmp_path / "b" / "data")) == 3
+    collect(CollectConfig(episodes=4, seed=9), tmp_path / "a" / "data2", progress=False)
+    (tmp_path / "a" / "data").rename(tmp_path / "a" / "old")
+    (tmp_path / "a" / "data2").rename(tmp_path / "a" / "data")  # the same path, collected again
+    assert [r["seed"] for r in load_demonstrations(tmp_path / "a" / "data")] == [9, 10, 11, 12]
