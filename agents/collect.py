@@ -14,13 +14,26 @@ text-mode dialogues and writes a folder that ``datasets.load_dataset`` reads:
 Agents that pick acts speak through the world's phrasings (several per act, drawn by the
 env's seeded phrasing stream), so the demonstrations teach the task rather than one string. The
 same arguments give the same bytes. Agents that read hidden state are refused unless asked for.
+
+**Teacher labels at another policy's states (DAgger).** With ``--roll-in POLICY`` the roll-in
+policy (typically the SFT policy, ``lm:runs/sft/final_model``) plays the dialogues, and at every one
+of its turns the ``--agent`` (the teacher) says what it would say there. Each labelled state is one
+row: ``messages`` is the roll-in policy's dialogue up to that state, then the teacher's reply;
+``train_from`` is the index of that reply, so SFT trains on it alone and reads the policy's own
+earlier turns as context (:func:`agents.sft.tokenize_dialogue`). ``turn``, ``rollin`` and the
+roll-in dialogue's ``outcome``/``success``/``return`` are recorded. Behaviour cloning trains only on
+the teacher's states; these rows teach what to do from the states the policy itself reaches (after
+its own mistakes), which is what it has to recover from. Train on both:
+``dialog-env train sft --data DEMOS,LABELS --model runs/sft/final_model``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +42,7 @@ import yaml
 
 from agents.base import is_privileged, make_agent
 from agents.prompts import DEFAULT_PROMPT, PROMPTS, get_prompt, prompt_messages
+from dialog_env.driver import AgentPolicy, DialogueDriver, Start, Step
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.evaluation import EpisodeRecord, evaluate, record_to_json
 from dialog_env.io import atomic_write_jsonl, atomic_write_text
@@ -65,6 +79,11 @@ class CollectConfig:
     the command line); empty: the default weights"""
     allow_privileged: bool = False
     """allow an agent that reads the hidden persona (e.g. oracle)"""
+    roll_in: str = ""
+    """play the dialogues with this policy and write the agent's reply at each of its states (DAgger's labels);
+    empty: the agent plays"""
+    batch_size: int = 16
+    """dialogues in flight (an LM roll-in policy generates for all of them in one batch)"""
     overwrite: bool = False
     """replace a data set already in the output folder"""
 
@@ -74,7 +93,7 @@ class CollectConfig:
             raise CollectError(f"split: expected one of {[*SPLITS, 'all']}, got {self.split!r}")
         if self.prompt not in PROMPTS:
             raise CollectError(f"prompt: expected one of {list(PROMPTS)}, got {self.prompt!r}")
-        for name in ("episodes", "max_turns"):
+        for name in ("episodes", "max_turns", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise CollectError(f"{name}: expected a positive integer, got {v!r}")
@@ -129,6 +148,11 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
             f"agent: {cfg.agent!r} reads the hidden persona; demonstrations must come from what an agent can "
             "hear (pass --allow-privileged to collect them anyway)"
         )
+    if cfg.roll_in:
+        rows = collect_labels(cfg, agent, progress)
+        path = atomic_write_jsonl(out / DATA_FILE, rows)
+        atomic_write_text(out / "README.md", dataset_card(cfg, rows))
+        return path
     rows: list[dict[str, Any]] = []
     bar = None
     if progress if progress is not None else sys.stderr.isatty():
@@ -164,16 +188,138 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
     return path
 
 
+class TeacherLabels:
+    """A driver policy: the roll-in policy acts; at each of its states the teacher's reply is recorded.
+
+    One teacher instance per env slot (agents keep one dialogue's state); the teacher sees the same
+    agent view and observations as the roll-in policy, and its replies never reach the user. It
+    phrases them from a stream of its own (seeded by the dialogue's seed), so the roll-in policy's
+    dialogue is exactly the one it plays alone.
+
+    Args:
+        rollin: The roll-in policy's driver policy (:class:`dialog_env.driver.AgentPolicy`).
+        teachers: One teacher agent per env slot.
+        style: The prompt style the rows are written in.
+    """
+
+    def __init__(self, rollin: AgentPolicy, teachers: list[Any], style: Any) -> None:
+        self.rollin, self.teacher, self.style = rollin, AgentPolicy(teachers), style
+        self.index: dict[int, int] = {}  # slot -> dialogue index
+        self.views: dict[int, Any] = {}
+        self.phrasing: dict[int, random.Random] = {}  # slot -> the teacher's phrasing stream
+        self.labels: dict[int, list[list[dict[str, str]]]] = {}  # dialogue index -> labelled chats
+
+    def begin(self, slot: int, start: Start) -> None:
+        """Reset both on the dialogue's view."""
+        self.rollin.begin(slot, start)
+        self.teacher.begin(slot, start)
+        self.index[slot], self.views[slot] = start.index, start.view
+        self.phrasing[slot] = random.Random(f"teacher labels {start.seed}")
+        self.labels[start.index] = []
+
+    def act(self, slots: Sequence[int]) -> list[Any]:
+        """Record the teacher's reply at each state, then act with the roll-in policy."""
+        for slot in slots:
+            view = self.views[slot]
+            with view.phrasing_stream(self.phrasing[slot]):
+                (reply,) = self.teacher.act([slot])
+                if not isinstance(reply, str):  # an act id (act-mode teacher in the text env): its utterance
+                    reply = view.act_to_text(int(reply))
+            chat = prompt_messages(view, summary=False, style=self.style)
+            self.labels[self.index[slot]].append([*chat, {"role": "assistant", "content": reply}])
+        return self.rollin.act(slots)
+
+    def observe(self, slot: int, step: Step) -> bool:
+        """Pass the outcome to both."""
+        self.teacher.observe(slot, step)
+        return self.rollin.observe(slot, step)
+
+
+def collect_labels(cfg: CollectConfig, teacher: Any, progress: bool | None) -> list[dict[str, Any]]:
+    """The rows of ``collect --roll-in``: the teacher's reply at every state the roll-in policy reaches."""
+    import gymnasium as gym
+
+    rollin = make_agent(cfg.roll_in)
+    if is_privileged(rollin) and not cfg.allow_privileged:
+        raise CollectError(
+            f"roll_in: {cfg.roll_in!r} reads the hidden persona; the states must be ones a deployable policy "
+            "reaches (pass --allow-privileged to collect them anyway)"
+        )
+    n = min(cfg.batch_size if hasattr(rollin, "act_batch") else 1, cfg.episodes)
+    env_kwargs = {
+        "split": cfg.split,
+        "noise": cfg.noise,
+        "max_turns": cfg.max_turns,
+        **({"reward_weights": cfg.reward_weights} if cfg.reward_weights is not None else {}),
+    }
+    envs = [gym.make("dialog_env/PersonaRecText-v0", **env_kwargs) for _ in range(n)]
+    teachers = [teacher, *(make_agent(cfg.agent) for _ in range(n - 1))]
+    style = get_prompt(cfg.prompt)
+    policy = TeacherLabels(AgentPolicy(rollin if n > 1 else [rollin]), teachers, style)
+    rows: list[dict[str, Any]] = []
+    bar = None
+    if progress if progress is not None else sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.episodes, desc=f"label {cfg.roll_in} with {cfg.agent}", file=sys.stderr)
+
+    def keep(core: PersonaRecCore, record: EpisodeRecord) -> None:
+        stats = record_to_json(record)
+        n_prompt = len(prompt_messages(core, summary=False, style=style)) - len(core.messages())
+        for turn, messages in enumerate(policy.labels.pop(stats["seed"] - cfg.seed)):
+            rows.append({
+                "seed": record.seed,
+                "turn": turn,
+                "agent": cfg.agent,
+                "rollin": cfg.roll_in,
+                "split": cfg.split,
+                "prompt_style": style.name,
+                "prompt_messages": n_prompt,
+                "train_from": len(messages) - 1,
+                "messages": messages,
+                "outcome": record.outcome,
+                "success": record.success,
+                "turns": record.turns,
+                "return": stats["return"],
+                "reward_terms": stats["reward_terms"],
+            })  # fmt: skip
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        DialogueDriver(envs).play(policy, range(cfg.seed, cfg.seed + cfg.episodes), on_end=keep)
+    finally:
+        if bar is not None:
+            bar.close()
+        for e in envs:
+            e.close()
+    rows.sort(key=lambda r: (r["seed"], r["turn"]))
+    return rows
+
+
 def dataset_card(cfg: CollectConfig, rows: list[dict[str, Any]]) -> str:
     """The data set card: a YAML header for ``datasets`` and the provenance, then a summary."""
     n = len(rows)
-    success = sum(r["success"] for r in rows) / n
-    mean_return = sum(r["return"] for r in rows) / n
-    mean_turns = sum(r["turns"] for r in rows) / n
+    dialogues = list({r["seed"]: r for r in rows}.values())  # one row each (labelled rows: one per state)
+    success = sum(r["success"] for r in dialogues) / len(dialogues)
+    mean_return = sum(r["return"] for r in dialogues) / len(dialogues)
+    mean_turns = sum(r["turns"] for r in dialogues) / len(dialogues)
     header = {
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILE}]}],
         "dialog_env": {**{k: v for k, v in dataclasses.asdict(cfg).items() if k != "overwrite"}, "rows": n},
     }
+    if cfg.roll_in:
+        return (
+            "---\n"
+            + yaml.safe_dump(header, sort_keys=False)
+            + "---\n\n"
+            + f"# Teacher labels: {cfg.agent} at the states of {cfg.roll_in} on {cfg.split} personas\n\n"
+            + f"{n} labelled states of {len(dialogues)} text-mode dialogues played by `{cfg.roll_in}` (seeds "
+            + f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, noise {cfg.noise}), each followed by `{cfg.agent}`'s reply "
+            + f"(`train_from` marks it), in the `{cfg.prompt}` prompt style. The roll-in policy's success "
+            + f"{success:.3f}, mean return {mean_return:.2f}, mean turns {mean_turns:.2f}.\n\n"
+            + "Train on them with the demonstrations: `dialog-env train sft --data <demonstrations>,<this folder>`.\n"
+        )
     return (
         "---\n"
         + yaml.safe_dump(header, sort_keys=False)
@@ -226,10 +372,27 @@ def main_args(args: Any) -> Path:
     path = collect(cfg, args.out, progress=None if not args.no_progress else False)
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
-    success = sum(r["success"] for r in rows) / len(rows)
+    dialogues = list({r["seed"]: r for r in rows}.values())
+    success = sum(r["success"] for r in dialogues) / len(dialogues)
+    if cfg.roll_in:
+        print(
+            f"wrote {len(rows)} states of {len(dialogues)} dialogues by {cfg.roll_in} (success {success:.3f}), "
+            f"labelled by {cfg.agent}, to {path}"
+        )
+        print(f"train on them with: dialog-env train sft --data <demonstrations>,{Path(args.out)}")
+        return path
     print(f"wrote {len(rows)} dialogues by {cfg.agent} (success {success:.3f}) to {path}")
     print(f"train on them with: dialog-env train sft --data {Path(args.out)}")
     return path
 
 
-__all__ = ["DEFAULT_PROMPT", "CollectConfig", "CollectError", "collect", "dialogue_row", "load_demonstrations"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "CollectConfig",
+    "CollectError",
+    "TeacherLabels",
+    "collect",
+    "collect_labels",
+    "dialogue_row",
+    "load_demonstrations",
+]

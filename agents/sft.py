@@ -54,7 +54,8 @@ class SFTTrainConfig(LMRunFields):
     model: str = DEFAULT_MODEL
     """base model: smollm2 (embedded default), a Hugging Face id or a local folder"""
     data: str = ""
-    """data set folder from dialog-env collect (or a .jsonl file with a messages column)"""
+    """data set folder from dialog-env collect (or a .jsonl file with a messages column); several, comma-separated,
+    are trained on together (e.g. demonstrations plus teacher labels at the policy's own states)"""
     exp_name: str = "sft"
     """experiment name, part of the run folder name"""
     run_root: str = "runs"
@@ -99,7 +100,7 @@ class SFTTrainConfig(LMRunFields):
 
 
 def tokenize_dialogue(
-    tokenizer: Any, messages: Sequence[dict[str, str]], prompt_messages: int = 1
+    tokenizer: Any, messages: Sequence[dict[str, str]], prompt_messages: int = 1, train_from: int | None = None
 ) -> tuple[list[int], list[int]]:
     """One dialogue as the token sequence a rollout produces, with a mask on the agent's tokens.
 
@@ -114,16 +115,23 @@ def tokenize_dialogue(
         messages: The dialogue in chat format.
         prompt_messages: Leading messages that belong to the prompt (a worked example's agent turns
             are not trained).
+        train_from: Index of the first message whose agent turns are trained (default: the first
+            after the prompt). Earlier agent turns are laid out like the others, as a rollout holds
+            them, but masked: a teacher-labelled row (``dialog-env collect --roll-in``) is another
+            policy's dialogue up to one state, then the teacher's reply there.
 
     Returns:
         ``(input_ids, assistant_masks)`` of the same length.
 
     Raises:
-        SFTConfigError: The dialogue has no agent turn after its prompt.
+        SFTConfigError: The dialogue has no agent turn after its prompt, or none from ``train_from``.
     """
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i >= prompt_messages]
     if not turns:
         raise SFTConfigError("data: a dialogue has no assistant turn after its prompt")
+    trained_from = prompt_messages if train_from is None else train_from
+    if not any(i >= trained_from for i in turns):
+        raise SFTConfigError(f"data: a row's train_from ({train_from}) is after its last assistant turn ({turns[-1]})")
     first, last = turns[0], turns[-1]
     ids = render_ids(tokenizer, messages[:first], add_generation_prompt=True)
     mask = [0] * len(ids)
@@ -133,7 +141,7 @@ def tokenize_dialogue(
         if m["role"] == "assistant":
             reply = tokenizer(m["content"], add_special_tokens=False)["input_ids"] + [eos]
             ids += reply
-            mask += [1] * len(reply)
+            mask += [int(i >= trained_from)] * len(reply)
         else:
             between = tokenizer(user_turn_text(tokenizer, messages[:i], m["content"]), add_special_tokens=False)
             ids += between["input_ids"]
@@ -145,10 +153,51 @@ def tokenize_dataset(dataset: Any, tokenizer: Any, max_length: int) -> Any:
     """``input_ids`` and ``assistant_masks`` columns for every dialogue of a chat data set (cut to ``max_length``)."""
 
     def one(row: dict[str, Any]) -> dict[str, list[int]]:
-        ids, mask = tokenize_dialogue(tokenizer, row["messages"], int(row.get("prompt_messages") or 1))
+        start = row.get("train_from")
+        ids, mask = tokenize_dialogue(
+            tokenizer, row["messages"], int(row.get("prompt_messages") or 1), None if start is None else int(start)
+        )
         return {"input_ids": ids[:max_length], "assistant_masks": mask[:max_length]}
 
-    return dataset.map(one, remove_columns=dataset.column_names)
+    tokenized = dataset.map(one, remove_columns=dataset.column_names)
+    return tokenized.filter(lambda row: any(row["assistant_masks"]))  # a cut may leave nothing to learn
+
+
+TRAINING_COLUMNS = ("messages", "prompt_messages", "prompt_style", "train_from")
+
+
+def load_training_data(data: str) -> Any:
+    """The rows of one data set folder, or of several given as ``DIR1,DIR2`` (DAgger's aggregate).
+
+    Several folders are reduced to the columns training reads (:data:`TRAINING_COLUMNS`; a dialogue
+    row without ``train_from`` trains from its first agent turn) and concatenated.
+
+    Raises:
+        SFTConfigError: An empty entry in the list.
+        CollectError: A folder without a data set.
+    """
+    from datasets import concatenate_datasets
+
+    from agents.collect import load_demonstrations
+
+    parts = [p.strip() for p in str(data).split(",")]
+    if any(not p for p in parts):
+        raise SFTConfigError(f"data: expected a folder or comma-separated folders, got {data!r}")
+    if len(parts) == 1:
+        return load_demonstrations(parts[0])
+    sets = []
+    for part in parts:
+        ds = load_demonstrations(part)
+        if "train_from" not in ds.column_names:
+            first = ds["prompt_messages"] if "prompt_messages" in ds.column_names else [1] * len(ds)
+            ds = ds.add_column("train_from", [int(f or 1) for f in first])
+        if "prompt_messages" not in ds.column_names:
+            ds = ds.add_column("prompt_messages", [1] * len(ds))
+        if "prompt_style" not in ds.column_names:
+            raise SFTConfigError(f"data: {part} has no prompt_style column; collect it with `dialog-env collect`")
+        ds = ds.select_columns(list(TRAINING_COLUMNS))
+        sets.append(ds.cast(sets[0].features) if sets else ds)  # one schema (int widths may differ)
+    return concatenate_datasets(sets)
 
 
 def data_prompt_style(dataset: Any, source: str) -> str:
@@ -176,14 +225,13 @@ def build_sft_trainer(cfg: SFTTrainConfig, run: Path) -> tuple[Any, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from agents.collect import load_demonstrations
     from dialog_env.lm import prepare_tokenizer
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tb")
     path = resolve_model_path(cfg.model)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), name=cfg.model)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    dataset = load_demonstrations(cfg.data)
+    dataset = load_training_data(cfg.data)
     style = data_prompt_style(dataset, cfg.data)
     train = tokenize_dataset(dataset, tokenizer, cfg.max_length)
     peft_config = lora_config(model, cfg, SFTConfigError) if cfg.lora else None

@@ -10,7 +10,9 @@ leaderboard marks its rows.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -114,6 +116,10 @@ class AgentView:
     def acts_to_text(self, acts: Sequence[DialogueAct]) -> str:
         """Several agent acts as one utterance, in the world's varied phrasings (text mode)."""
         return self._core.acts_to_text(acts)  # type: ignore[attr-defined]
+
+    def phrasing_stream(self, rng: random.Random) -> AbstractContextManager[None]:
+        """Phrase agent acts from ``rng`` inside the block, leaving the env's phrasing stream as it was."""
+        return self._core.phrasing_stream(rng)
 
     def messages(self, notes: bool | None = None) -> list[dict[str, str]]:
         """The dialogue so far in chat format (the agent is the ``assistant``).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ import gymnasium as gym
 import pytest
 
 import dialog_env  # noqa: F401 - registers the environments
+from agents.base import make_agent
 from agents.collect import CollectConfig, CollectError, collect, load_demonstrations
 from agents.prompts import NOTES_SYSTEM, PROMPTS, prompt_messages
+from dialog_env.view import agent_view
 from rewards import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,3 +121,38 @@ def test_load_demonstrations_reads_each_folder_s_own_rows(tmp_path):
     (tmp_path / "a" / "data").rename(tmp_path / "a" / "old")
     (tmp_path / "a" / "data2").rename(tmp_path / "a" / "data")  # the same path, collected again
     assert [r["seed"] for r in load_demonstrations(tmp_path / "a" / "data")] == [9, 10, 11, 12]
+
+
+def test_roll_in_rows_are_the_teachers_replies_at_the_roll_in_policys_states(tmp_path):
+    """DAgger's labels: the roll-in policy's own dialogue (unchanged by the labelling) up to each of its
+    states, then the teacher's reply at that state."""
+    cfg = CollectConfig(agent="planner", roll_in="rule", episodes=5, seed=3)
+    a, b = collect(cfg, tmp_path / "a", progress=False), collect(cfg, tmp_path / "b", progress=False)
+    assert a.read_bytes() == b.read_bytes()
+    rows = list(load_demonstrations(tmp_path / "a"))
+    collect(CollectConfig(agent="rule", episodes=5, seed=3), tmp_path / "rule", progress=False)
+    alone = {r["seed"]: r for r in load_demonstrations(tmp_path / "rule")}
+    assert {r["seed"] for r in rows} == set(alone)
+    env = gym.make("dialog_env/PersonaRecText-v0", split="train")
+    differs = 0
+    for seed, played in alone.items():
+        states = [r for r in rows if r["seed"] == seed]
+        assert [r["turn"] for r in states] == list(range(played["turns"]))
+        env.reset(seed=seed)
+        teacher = make_agent("planner")
+        teacher.reset(env, seed=seed)
+        stream = random.Random(f"teacher labels {seed}")
+        for row in states:
+            n = row["train_from"]
+            assert n == len(row["messages"]) - 1 and row["messages"][n]["role"] == "assistant"
+            assert row["messages"][:n] == played["messages"][:n]  # the roll-in's dialogue, as it played alone
+            assert (row["rollin"], row["agent"], row["outcome"]) == ("rule", "planner", played["outcome"])
+            view = agent_view(env)
+            with view.phrasing_stream(stream):
+                assert row["messages"][n]["content"] == teacher.act(None, {})
+            rollin_reply = played["messages"][n]["content"]
+            differs += row["messages"][n]["content"] != rollin_reply
+            env.step(rollin_reply)
+    assert differs > len(rows) // 2  # the planner does not speak like the rule agent
+    with pytest.raises(CollectError, match="roll_in.*hidden persona"):
+        collect(CollectConfig(roll_in="oracle", episodes=2), tmp_path / "x", progress=False)

@@ -83,6 +83,31 @@ def test_trainer_labels_follow_the_mask(tiny_path, data, tmp_path):
         assert example["labels"] == [t if k else -100 for t, k in zip(ids, mask, strict=True)]
 
 
+def test_teacher_labels_train_only_the_teachers_reply(tiny_path, data, tmp_path):
+    """DAgger rows (collect --roll-in): the roll-in policy's turns are laid out as a rollout holds them but
+    masked; the teacher's reply is the only target; demonstrations and labels train together."""
+    labels = tmp_path / "labels"
+    collect(CollectConfig(agent="planner", roll_in=f"lm:{tiny_path}", episodes=3, max_turns=3), labels, progress=False)
+    _, tok = load_lm(tiny_path)
+    rows = list(load_demonstrations(labels))
+    assert len(rows) >= 3 and {r["rollin"] for r in rows} == {f"lm:{tiny_path}"}
+    for row in rows:
+        messages, n = row["messages"], row["train_from"]
+        ids, mask = tokenize_dialogue(tok, messages, row["prompt_messages"], n)
+        full, _ = tokenize_dialogue(tok, messages, row["prompt_messages"])
+        assert ids == full  # the same layout as a dialogue row
+        reply = tok(messages[n]["content"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert [t for t, k in zip(ids, mask, strict=True) if k] == reply
+        assert mask[-len(reply) :] == [1] * len(reply) and sum(mask) == len(reply)
+    cfg = SFTTrainConfig(model=tiny_path, data=f"{data},{labels}", max_steps=1)
+    trainer, style = build_sft_trainer(cfg, tmp_path / "run")
+    assert style == "notes" and len(trainer.train_dataset) == len(load_demonstrations(data)) + len(rows)
+    with pytest.raises(SFTConfigError, match="after its last assistant turn"):
+        tokenize_dialogue(tok, rows[0]["messages"], 1, len(rows[0]["messages"]))
+    with pytest.raises(SFTConfigError, match="comma-separated"):
+        build_sft_trainer(SFTTrainConfig(model=tiny_path, data=f"{data},", max_steps=1), tmp_path / "run2")
+
+
 def test_dialogue_without_agent_turn_is_an_error(tiny_path):
     _, tok = load_lm(tiny_path)
     with pytest.raises(SFTConfigError, match="no assistant turn"):

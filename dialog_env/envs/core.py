@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -315,6 +316,19 @@ class PersonaRecCore(gym.Env):
     def turn(self) -> int:
         """Agent turns taken in the current episode."""
         return self._turn
+
+    @contextmanager
+    def phrasing_stream(self, rng: random.Random) -> Iterator[None]:
+        """Inside the block, agent acts are phrased from ``rng``; the env's own phrasing stream is untouched.
+
+        A second agent that speaks at the same state without being heard (a teacher labelling another
+        policy's states) phrases its replies here, so the dialogue goes on exactly as without it.
+        """
+        own, self._agent_rng = self._agent_rng, rng
+        try:
+            yield
+        finally:
+            self._agent_rng = own
 
     def transcript(self) -> str:
         """The dialogue so far, one ``Role: text`` line a turn."""
