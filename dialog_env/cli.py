@@ -6,6 +6,7 @@ The CLI only parses arguments and calls the library (``dialog_env.evaluation``, 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -144,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="label of one of --agents: also print every other agent's paired difference to it (same dialogues)",
     )
+    s.add_argument(
+        "--baseline-from",
+        default=None,
+        metavar="DIR",
+        help="take the --baseline agent's dialogues from an earlier `eval --out DIR` with the same split, episodes, "
+        "seed and env settings instead of playing them again",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _env_args(s)
 
@@ -270,6 +278,33 @@ def _table(summary: dict[str, dict[str, dict[str, float]]], privileged: Sequence
     return "\n".join(rows)
 
 
+def _earlier_records(folder: Path, label: str, args: argparse.Namespace, env_kwargs: dict[str, Any]) -> list[Any]:
+    """``label``'s records from an earlier ``eval --out`` folder, checked to be the dialogues this run plays.
+
+    Raises:
+        ValueError: No such folder or agent, or the folder's split, episodes, seed or env settings differ.
+    """
+    from dialog_env.evaluation import record_from_json
+
+    results, rows = folder / "results.json", folder / "episodes.jsonl"
+    if not results.is_file() or not rows.is_file():
+        raise ValueError(f"{folder} holds no results.json and episodes.jsonl (write them with `eval --out {folder}`)")
+    config = json.loads(results.read_text(encoding="utf-8"))["config"]
+    wanted = {"split": args.split, "episodes": args.episodes, "seed": args.seed, **env_kwargs}
+    for key in sorted(set(wanted) | (set(config) - {"mode", "modes", "privileged", "agents"})):
+        if config.get(key) != wanted.get(key):
+            raise ValueError(
+                f"{folder} was played with {key}={config.get(key)!r}, this run with {key}={wanted.get(key)!r}: "
+                "not the same dialogues"
+            )
+    with open(rows, encoding="utf-8") as f:
+        records = [record_from_json(d) for line in f if (d := json.loads(line))["agent"] == label]
+    if not records:
+        agents = sorted({json.loads(line)["agent"] for line in rows.read_text(encoding="utf-8").splitlines()})
+        raise ValueError(f"{folder} has no dialogues of {label!r} (agents: {agents})")
+    return records
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate agents and print (and optionally save) the metrics table."""
     from agents import make_agent
@@ -286,7 +321,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     entries = [parse_agent_entry(e) for e in args.agents]
     labels = [label for label, _ in entries]
-    if args.baseline is not None and args.baseline not in labels:
+    earlier: list[Any] | None = None
+    if args.baseline_from is not None:
+        if args.baseline is None:
+            print(
+                "error: --baseline-from: give the label of the agent to take from it with --baseline", file=sys.stderr
+            )
+            return 2
+        if args.baseline in labels:
+            print(
+                f"error: --baseline-from: {args.baseline!r} is taken from {args.baseline_from}; drop it from --agents",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            earlier = _earlier_records(Path(args.baseline_from), args.baseline, args, env_kwargs)
+        except ValueError as e:
+            print(f"error: --baseline-from: {e}", file=sys.stderr)
+            return 2
+    elif args.baseline is not None and args.baseline not in labels:
         print(f"error: --baseline: expected one of the agents' labels {labels}, got {args.baseline!r}", file=sys.stderr)
         return 2
     summary: dict[str, dict[str, dict[str, float]]] = {}
@@ -321,7 +374,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("(mean ± 95% CI half-width over episodes)")
     paired: dict[str, dict[str, dict[str, float]]] = {}
     if args.baseline is not None:
-        base = played_records[args.baseline]
+        base = earlier if earlier is not None else played_records[args.baseline]
         paired = {k: paired_difference(v, base) for k, v in played_records.items() if k != args.baseline}
         diff_table = _table(paired)
         print(f"\npaired difference to {args.baseline} (same dialogues):")
@@ -342,7 +395,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results: dict[str, Any] = {"config": config, "results": summary, "seconds": elapsed}
         markdown = f"# Evaluation\n\n{title}\n\n{table}\n\nMean ± 95% CI half-width over episodes.\n"
         if paired:
-            results["paired"] = {"baseline": args.baseline, "difference": paired}
+            results["paired"] = {"baseline": args.baseline, "baseline_from": args.baseline_from, "difference": paired}
             markdown += (
                 f"\n## Paired difference to {args.baseline}\n\n{_table(paired)}\n\n"
                 "Mean of the per-dialogue difference ± 95% CI half-width (same personas and goals).\n"

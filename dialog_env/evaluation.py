@@ -152,3 +152,9 @@ def record_to_json(r: EpisodeRecord, with_messages: bool = False) -> dict[str, A
     if not with_messages:
         d.pop("messages")
     return d
+
+
+def record_from_json(d: dict[str, Any]) -> EpisodeRecord:
+    """The inverse of :func:`record_to_json` (a row of an eval folder's ``episodes.jsonl``; extra keys ignored)."""
+    names = {f for f in EpisodeRecord.__dataclass_fields__ if f != "return_"}
+    return EpisodeRecord(return_=float(d["return"]), **{k: v for k, v in d.items() if k in names})

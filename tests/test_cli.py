@@ -57,6 +57,26 @@ def test_eval_paired_difference_to_a_baseline(tmp_path):
     assert "## Paired difference to rule" in (out / "results.md").read_text()
     bad = run_cli("eval", "--agents", "rule", "--episodes", "2", "--baseline", "planner", "--no-progress")
     assert bad.returncode == 2 and "--baseline: expected one of the agents' labels ['rule']" in bad.stderr
+    # A later run pairs with the earlier run's rule dialogues instead of playing them again: the same figures.
+    again = tmp_path / "again"
+    r = run_cli(
+        "eval", "--agents", "planner", "--episodes", "40", "--baseline", "rule", "--baseline-from", str(out),
+        "--out", str(again), "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    later = json.loads((again / "results.json").read_text())["paired"]
+    assert later["baseline_from"] == str(out)
+    assert later["difference"]["planner"] == results["paired"]["difference"]["planner"]
+    for bad_args, message in (
+        (("--episodes", "30"), "episodes=40, this run with episodes=30"),
+        (("--episodes", "40", "--noise", "0.15"), "noise=0.0, this run with noise=0.15"),
+        (("--episodes", "40", "--baseline", "oracle"), "no dialogues of 'oracle'"),
+    ):
+        args = ["eval", "--agents", "planner", "--baseline", "rule", "--baseline-from", str(out), *bad_args]
+        bad = run_cli(*args, "--no-progress")
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    bad = run_cli("eval", "--agents", "rule", "--baseline", "rule", "--baseline-from", str(out), "--no-progress")
+    assert bad.returncode == 2 and "drop it from --agents" in bad.stderr
 
 
 def test_paired_difference_needs_the_same_dialogues():
