@@ -118,6 +118,9 @@ class WeightedReward:
         Raises:
             rewards.RewardError: A term raised or returned NaN (the message names it).
         """
+        if len(contexts) == 1:  # one env's step (the hot path): no per-term list comprehensions
+            total, terms = self.score_one(contexts[0])
+            return [total], {k: [v] for k, v in terms.items()}
         totals = [0.0] * len(contexts)
         per_term: dict[str, list[float]] = {}
         for name, fn, w in self.terms:
@@ -131,6 +134,21 @@ class WeightedReward:
                 for i, v in enumerate(vals):
                     totals[i] += w * v
         return totals, per_term
+
+    def score_one(self, ctx: TurnContext) -> tuple[float, dict[str, float]]:
+        """Score one turn: returns ``(total, {term: value})``, the same numbers as a batch of one.
+
+        Raises:
+            rewards.RewardError: A term raised or returned NaN (the message names it).
+        """
+        total = 0.0
+        terms: dict[str, float] = {}
+        for name, fn, w in self.terms:
+            v = fn.score(ctx) if type(fn) is BuiltinTerm else call_reward(name, fn, [ctx])[0]
+            terms[name] = v
+            if w:
+                total += w * v
+        return total, terms
 
 
 def reward_specs_from_config(

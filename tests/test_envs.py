@@ -347,6 +347,29 @@ def test_text_transcript_is_capped_and_stays_in_the_space():
     assert obs.endswith(info["user_text"])
 
 
+@pytest.mark.parametrize("notes", [False, True])
+def test_text_observation_is_the_whole_transcript_across_episodes(notes):
+    # The transcript's lines are kept per turn; every observation must still equal the whole
+    # dialogue rendered afresh, also after a reset reuses the env.
+    env = gym.make(TEXT_ID, state_notes=notes, max_transcript_chars=100_000)
+    core = env.unwrapped
+    agent = make_agent("rule")
+    for seed in (3, 4, 5):
+        obs, info = env.reset(seed=seed)
+        agent.reset(env, seed=seed)
+        done = False
+        while True:
+            fresh = "\n".join(
+                f"{'User' if m['role'] == 'user' else 'Agent'}: {m['content']}" for m in core.messages()
+            )
+            assert obs == fresh
+            assert obs.startswith("User: ") and obs.count("Agent: ") == core.turn
+            if done:
+                break
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+            done = terminated or truncated
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field", "allowed"),
     [

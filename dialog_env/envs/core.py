@@ -240,8 +240,7 @@ class PersonaRecCore(gym.Env):
             revealed=self._revealed,
             outcome=outcome,
         )
-        totals, per_term = self.reward_fn([ctx])
-        terms = {k: v[0] for k, v in per_term.items()}
+        total, terms = self.reward_fn.score_one(ctx)
         self._rewards.append(terms)
         self._history += [(ROLE_AGENT, agent_text), (ROLE_USER, user_text)]
         self._turn += 1
@@ -258,7 +257,7 @@ class PersonaRecCore(gym.Env):
         }
         if self.debug:
             info["debug"] = self._debug_info(turn.acts)
-        return totals[0], terminated, truncated, info
+        return total, terminated, truncated, info
 
     def _debug_info(self, true_acts: Sequence[DialogueAct] = ()) -> dict[str, Any]:
         """Privileged state, only when the env was made with ``debug=True``."""

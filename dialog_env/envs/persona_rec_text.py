@@ -108,6 +108,9 @@ class PersonaRecTextEnv(PersonaRecCore):
         # Per user turn, what its note needs (tracker views before and after); notes are rendered on demand.
         self._note_states: list[tuple[TrackerView | None, TrackerView, str | None]] = []
         self._notes: list[str] = []
+        self._lines: list[str] = []
+        self._lines_of: list[tuple[str, str]] | None = None
+        self._lines_users = 0
         super().__init__(**kwargs)
         # dialog_state() replays need these too (they change how utterances are cut).
         self._init_kwargs.update(
@@ -193,7 +196,20 @@ class PersonaRecTextEnv(PersonaRecCore):
 
     def transcript(self) -> str:
         """The dialogue so far, one ``Role: text`` line a turn (with ``state_notes``, notes after user turns)."""
-        return "\n".join(f"{'User' if m['role'] == ROLE_USER else 'Agent'}: {m['content']}" for m in self.messages())
+        # A turn's line never changes once said, so lines are rendered once per turn, not once per step.
+        history = self._history
+        if self._lines_of is not history:  # a new episode: reset assigns a new history list
+            self._lines_of, self._lines, self._lines_users = history, [], 0
+        lines = self._lines
+        for role, text in history[len(lines) :]:
+            if role == ROLE_USER:
+                if self.state_notes:
+                    text = f"{text}\n{self.note(self._lines_users)}"
+                self._lines_users += 1
+                lines.append(f"User: {text}")
+            else:
+                lines.append(f"Agent: {text}")
+        return "\n".join(lines)
 
     def _observe(self) -> str:
         text = self.transcript()
