@@ -74,6 +74,8 @@ class CollectConfig:
     """turn limit of a dialogue"""
     noise: float = 0.0
     """semantic error rate of the user channel"""
+    user: str = "agenda"
+    """user simulator: a registered name (agenda), lm:<model> (an LM-backed user) or package.module:attr"""
     reward_weights: Any = None
     """reward terms: {name: weight}, {name: {weight, kwargs}} or a list of {name, weight, kwargs} (a YAML/JSON string on
     the command line); empty: the default weights"""
@@ -100,6 +102,27 @@ class CollectConfig:
         if not 0.0 <= self.noise < 1.0:
             raise CollectError(f"noise: expected a number in [0, 1), got {self.noise!r}")
         self.reward_weights = reward_specs_from_config(self.reward_weights, error=CollectError)
+        if not isinstance(self.user, str) or not self.user:
+            raise CollectError(
+                f"user: expected a user spec (agenda, lm:<model>, package.module:attr), got {self.user!r}"
+            )
+        from dialog_env.users import make_user
+        from dialog_env.world import load_world
+
+        try:  # resolves the spec without loading a model (an LM user loads it on its first turn)
+            make_user(self.user, load_world())
+        except (ValueError, TypeError, ImportError) as e:
+            raise CollectError(f"user: {e}") from e
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The text env's arguments of these dialogues."""
+        return {
+            "split": self.split,
+            "noise": self.noise,
+            "max_turns": self.max_turns,
+            "user": self.user,
+            **({"reward_weights": self.reward_weights} if self.reward_weights is not None else {}),
+        }
 
 
 def dialogue_row(core: PersonaRecCore, record: EpisodeRecord, cfg: CollectConfig) -> dict[str, Any]:
@@ -111,6 +134,7 @@ def dialogue_row(core: PersonaRecCore, record: EpisodeRecord, cfg: CollectConfig
     return {
         "seed": record.seed,
         "agent": cfg.agent,
+        "user": cfg.user,
         "split": cfg.split,
         "prompt_style": style.name,
         "prompt_messages": n_prompt,
@@ -165,19 +189,22 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
         if bar is not None:
             bar.update(1)
 
+    env_kwargs = cfg.env_kwargs()
+    del env_kwargs["split"]
+    # Against an LM user, dialogues run batch_size at a time so each round's user turns are phrased in
+    # one batched call (one agent per dialogue slot; the first is the one checked above).
+    agents = iter([agent])
     try:
         evaluate(
-            lambda: agent,
+            lambda: next(agents, None) or make_agent(cfg.agent),
             split=cfg.split,
             episodes=cfg.episodes,
             seed=cfg.seed,
             mode="text",
-            env_kwargs={
-                "noise": cfg.noise,
-                "max_turns": cfg.max_turns,
-                **({"reward_weights": cfg.reward_weights} if cfg.reward_weights is not None else {}),
-            },
+            env_kwargs=env_kwargs,
             on_end=keep,
+            in_flight=1 if cfg.user == "agenda" else cfg.batch_size,
+            batch_size=cfg.batch_size,
         )
     finally:
         if bar is not None:
@@ -246,13 +273,7 @@ def collect_labels(cfg: CollectConfig, teacher: Any, progress: bool | None) -> l
             "reaches (pass --allow-privileged to collect them anyway)"
         )
     n = min(cfg.batch_size if hasattr(rollin, "act_batch") else 1, cfg.episodes)
-    env_kwargs = {
-        "split": cfg.split,
-        "noise": cfg.noise,
-        "max_turns": cfg.max_turns,
-        **({"reward_weights": cfg.reward_weights} if cfg.reward_weights is not None else {}),
-    }
-    envs = [gym.make("dialog_env/PersonaRecText-v0", **env_kwargs) for _ in range(n)]
+    envs = [gym.make("dialog_env/PersonaRecText-v0", **cfg.env_kwargs()) for _ in range(n)]
     teachers = [teacher, *(make_agent(cfg.agent) for _ in range(n - 1))]
     style = get_prompt(cfg.prompt)
     policy = TeacherLabels(AgentPolicy(rollin if n > 1 else [rollin]), teachers, style)
@@ -271,6 +292,7 @@ def collect_labels(cfg: CollectConfig, teacher: Any, progress: bool | None) -> l
                 "seed": record.seed,
                 "turn": turn,
                 "agent": cfg.agent,
+                "user": cfg.user,
                 "rollin": cfg.roll_in,
                 "split": cfg.split,
                 "prompt_style": style.name,
@@ -315,7 +337,8 @@ def dataset_card(cfg: CollectConfig, rows: list[dict[str, Any]]) -> str:
             + "---\n\n"
             + f"# Teacher labels: {cfg.agent} at the states of {cfg.roll_in} on {cfg.split} personas\n\n"
             + f"{n} labelled states of {len(dialogues)} text-mode dialogues played by `{cfg.roll_in}` (seeds "
-            + f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, noise {cfg.noise}), each followed by `{cfg.agent}`'s reply "
+            + f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, noise {cfg.noise}, user `{cfg.user}`), "
+            + f"each followed by `{cfg.agent}`'s reply "
             + f"(`train_from` marks it), in the `{cfg.prompt}` prompt style. The roll-in policy's success "
             + f"{success:.3f}, mean return {mean_return:.2f}, mean turns {mean_turns:.2f}.\n\n"
             + "Train on them with the demonstrations: `dialog-env train sft --data <demonstrations>,<this folder>`.\n"
@@ -326,7 +349,7 @@ def dataset_card(cfg: CollectConfig, rows: list[dict[str, Any]]) -> str:
         + "---\n\n"
         + f"# Demonstrations: {cfg.agent} on {cfg.split} personas\n\n"
         + f"{n} text-mode dialogues of `dialog_env/PersonaRecText-v0` (seeds {cfg.seed}..{cfg.seed + n - 1}, "
-        + f"noise {cfg.noise}), written in the `{cfg.prompt}` prompt style. Success {success:.3f}, "
+        + f"noise {cfg.noise}, user `{cfg.user}`), written in the `{cfg.prompt}` prompt style. Success {success:.3f}, "
         + f"mean return {mean_return:.2f}, mean turns {mean_turns:.2f}.\n\n"
         + "Load with `datasets.load_dataset(<this folder>)`; train with `dialog-env train sft --data <this folder>`.\n"
     )

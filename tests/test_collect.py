@@ -99,6 +99,22 @@ def test_cli_collect_and_its_errors(tmp_path):
     assert r.returncode == 2 and "episodes" in r.stderr
 
 
+def test_collect_against_another_user(tmp_path):
+    spec = "tests.test_users:MinimalUser"
+    path = collect(CollectConfig(episodes=4, seed=2, user=spec), tmp_path / "m", progress=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["user"] for r in rows] == [spec] * 4
+    assert all(r["messages"][1]["content"].startswith("I want a ") for r in rows)  # MinimalUser's opening
+    assert f"user `{spec}`" in (tmp_path / "m" / "README.md").read_text()
+    agenda = collect(CollectConfig(episodes=4, seed=2), tmp_path / "a", progress=False)
+    assert agenda.read_text() != path.read_text()
+    with pytest.raises(CollectError, match="user: .*'agenda'"):
+        collect(CollectConfig(user="nobody"), tmp_path / "x", progress=False)
+    r = cli("collect", "--user", "nobody", "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "user" in r.stderr and "agenda" in r.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_load_demonstrations_errors(tmp_path):
     with pytest.raises(CollectError, match="does not exist"):
         load_demonstrations(tmp_path / "missing")

@@ -359,9 +359,7 @@ def test_text_observation_is_the_whole_transcript_across_episodes(notes):
         agent.reset(env, seed=seed)
         done = False
         while True:
-            fresh = "\n".join(
-                f"{'User' if m['role'] == 'user' else 'Agent'}: {m['content']}" for m in core.messages()
-            )
+            fresh = "\n".join(f"{'User' if m['role'] == 'user' else 'Agent'}: {m['content']}" for m in core.messages())
             assert obs == fresh
             assert obs.startswith("User: ") and obs.count("Agent: ") == core.turn
             if done:
