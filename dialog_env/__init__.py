@@ -1,7 +1,8 @@
 """dialog_env: Gymnasium environments for dialogue policies against a hidden-persona user.
 
 Importing the package registers ``dialog_env/PersonaRec-v0`` (act mode) and
-``dialog_env/PersonaRecText-v0`` (text mode) with Gymnasium.
+``dialog_env/PersonaRecText-v0`` (text mode) with Gymnasium; ``make_parallel`` builds
+``dialog_env/PersonaRecDuel-v0`` (assistant against a learning user, PettingZoo's parallel API).
 """
 
 from gymnasium.envs.registration import register, registry
@@ -22,4 +23,23 @@ for _id, _entry in _ENVS.items():
         register(id=_id, entry_point=_entry)
 
 ENV_IDS = tuple(_ENVS)
-__all__ = ["ENV_IDS", "MAX_EPISODE_STEPS", "__version__"]
+
+#: Multi-agent envs (PettingZoo's parallel API), built with :func:`make_parallel`.
+PARALLEL_ENVS = {"dialog_env/PersonaRecDuel-v0": "dialog_env.envs.duel:parallel_env"}
+
+
+def make_parallel(env_id: str, **kwargs: object) -> object:
+    """Build a multi-agent env of :data:`PARALLEL_ENVS` (PettingZoo's parallel API).
+
+    Raises:
+        ValueError: ``env_id`` is not one of them.
+    """
+    import importlib
+
+    if env_id not in PARALLEL_ENVS:
+        raise ValueError(f"env_id: expected one of {sorted(PARALLEL_ENVS)}, got {env_id!r}")
+    module, attr = PARALLEL_ENVS[env_id].split(":")
+    return getattr(importlib.import_module(module), attr)(**kwargs)
+
+
+__all__ = ["ENV_IDS", "MAX_EPISODE_STEPS", "PARALLEL_ENVS", "__version__", "make_parallel"]

@@ -38,9 +38,18 @@ LM_PREFIX = "lm:"
 """``lm:<model>``: the LM-backed user (:class:`dialog_env.users.lm.LMUser`) on ``<model>``."""
 
 
+ADV_PREFIX = "adv:"
+"""``adv:<run>``: a MaskablePPO user trained on ``PersonaRecDuel-v0`` (``users.adversarial.AdversarialUser``)."""
+
+
 def _resolve(spec: str) -> UserFactory:
     if spec in USERS:
         return USERS[spec]
+    if spec.startswith(ADV_PREFIX):
+        from dialog_env.users.adversarial import AdversarialUser, load_user_policy
+
+        policy = load_user_policy(spec[len(ADV_PREFIX) :])  # a clear error now, not at the first turn
+        return functools.partial(AdversarialUser, policy=policy)
     if spec.startswith(LM_PREFIX):
         from dialog_env.lm import model_spec_problem
         from dialog_env.users.lm import LMUser
@@ -53,7 +62,8 @@ def _resolve(spec: str) -> UserFactory:
 
     def unknown(eps: list[str]) -> str:
         return (
-            f"user: unknown user {spec!r}; expected one of {sorted(USERS)}, 'lm:<model>' (an LM-backed user), an "
+            f"user: unknown user {spec!r}; expected one of {sorted(USERS)}, 'lm:<model>' (an LM-backed user), "
+            "'adv:<run>' (a trained adversarial user), an "
             f"entry point of group {ENTRY_POINT_GROUP!r} ({eps}), or an import path 'package.module:attr'"
         )
 
