@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     from agents.sft import build_sft_parser
 
     build_sft_parser(train_sub.add_parser("sft", help="an LM policy on demonstrations with TRL's SFTTrainer"))
+    from agents.adversarial import build_adversarial_parser
+
+    build_adversarial_parser(
+        train_sub.add_parser("adversarial", help="alternating rounds: a truthful-but-tricky user vs the assistant")
+    )
 
     s = sub.add_parser(
         "demo", help="train MaskablePPO briefly, benchmark it against the baselines, print the leaderboard"
@@ -451,6 +456,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from agents.sft import run_sft_from_args
 
         run_sft_from_args(args)
+    elif args.trainer == "adversarial":
+        from agents.adversarial import run_from_args as run_adversarial_from_args
+
+        print(f"run folder: {run_adversarial_from_args(args)}")
     else:
         from agents.sb3 import run_from_args
 

@@ -1,0 +1,371 @@
+"""Alternating adversarial training: an assistant and a truthful-but-tricky user, round by round.
+
+``dialog-env train adversarial --assistant runs/mppo --rounds 4 --run-dir runs/adv`` plays rounds of
+
+1. **the adversary**: a MaskablePPO user (:class:`~dialog_env.envs.duel.UserSide`) trained against the
+   frozen assistant, continuing from the last round's adversary, rewarded for the contradictions and
+   failures it draws (``PersonaRecDuel-v0``'s user reward); it joins a pool of the last
+   ``pool_size`` adversaries;
+2. **the assistant**: the MaskablePPO assistant trained on a mix of dialogues with the agenda user
+   (``agenda_fraction`` of the envs) and with adversaries drawn from the pool per dialogue, so it
+   neither forgets earlier attacks nor the ordinary user;
+3. **evaluation** on ``eval_split`` personas (fixed seeds): the assistant before and after its update
+   against the round's adversary, and after it against the agenda user.
+
+Every round is written whole before it counts (``rounds/round_<k>/{adversary,assistant}.zip``, then
+``state.json``); ``metrics.json``, TensorBoard scalars (``tb/``) and ``rounds.png`` follow the rounds.
+``--resume RUN`` continues after the last complete round (``--rounds`` may raise the total). The
+final assistant is ``final_model.zip`` (``sb3:<run>``), the final adversary ``adversary.zip``
+(``user="adv:<run>/adversary.zip"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dialog_env.persona import SPLITS
+from dialog_env.users.adversarial import AdversarialUser
+
+ADVERSARY_HYPERPARAMS: dict[str, Any] = {
+    "n_steps": 256,
+    "batch_size": 256,
+    "n_epochs": 5,
+    "learning_rate": 3e-4,
+    "ent_coef": 0.01,
+    "gamma": 0.99,
+}
+"""MaskablePPO settings of the adversary (the assistant keeps its own run's, or the project's tuned ones)."""
+
+METRICS = ("success", "contradiction_rate", "return", "turns")
+EVAL_SEED = 20_000
+"""First seed of the evaluation dialogues (the same every round, so rounds compare)."""
+
+
+class AdversarialError(ValueError):
+    """Invalid arguments of the alternating trainer; the message names the field."""
+
+
+@dataclass
+class AdversarialConfig:
+    """Arguments of ``dialog-env train adversarial`` (one field, one docstring)."""
+
+    assistant: str = ""
+    """the starting assistant: a MaskablePPO run folder or .zip trained on PersonaRec-v0 (empty: a fresh one)"""
+    rounds: int = 4
+    """alternating rounds (adversary, then assistant)"""
+    adversary_steps: int = 50_000
+    """user-side environment steps per round"""
+    assistant_steps: int = 50_000
+    """assistant-side environment steps per round"""
+    pool_size: int = 4
+    """past adversaries the assistant keeps training against"""
+    agenda_fraction: float = 0.5
+    """share of the assistant's training envs whose user is the agenda user"""
+    n_envs: int = 4
+    """the adversary's training envs (the assistant keeps its own run's count)"""
+    split: str = "train"
+    """persona split of training"""
+    eval_split: str = "valid"
+    """persona split of the per-round evaluation"""
+    eval_episodes: int = 200
+    """dialogues per evaluation"""
+    seed: int = 0
+    """random seed"""
+    contradiction_weight: float = 1.0
+    """adversary reward per contradiction drawn"""
+    failure_weight: float = 5.0
+    """adversary reward per failed dialogue"""
+    turn_cost: float = 0.1
+    """adversary cost per exchange"""
+    torch_threads: int = 1
+    """torch threads"""
+
+    def validate(self) -> None:
+        """Raise :class:`AdversarialError` naming the bad field and what is allowed."""
+        for name in ("rounds", "adversary_steps", "assistant_steps", "pool_size", "n_envs", "eval_episodes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise AdversarialError(f"{name}: expected a positive integer, got {v!r}")
+        if not isinstance(self.agenda_fraction, int | float) or not 0.0 <= self.agenda_fraction < 1.0:
+            raise AdversarialError(f"agenda_fraction: expected a number in [0, 1), got {self.agenda_fraction!r}")
+        for name in ("split", "eval_split"):
+            if getattr(self, name) not in (*SPLITS, "all"):
+                raise AdversarialError(f"{name}: expected one of {[*SPLITS, 'all']}, got {getattr(self, name)!r}")
+        if self.assistant and not Path(self.assistant).exists():
+            raise AdversarialError(f"assistant: {self.assistant!r} does not exist (a MaskablePPO run folder or .zip)")
+
+    def duel_kwargs(self) -> dict[str, float]:
+        """The user-reward arguments of ``PersonaRecDuel-v0``."""
+        return {
+            "contradiction_weight": self.contradiction_weight,
+            "failure_weight": self.failure_weight,
+            "turn_cost": self.turn_cost,
+        }
+
+
+class PoolUser(AdversarialUser):
+    """An adversarial user that plays one policy of a pool per dialogue (drawn from the dialogue's user stream)."""
+
+    def __init__(self, world: Any, pool: Sequence[Any]) -> None:
+        super().__init__(world, pool[-1])
+        self.pool = list(pool)
+
+    def reset(self, persona: Any, goal: str, rng: random.Random, judge: Any = None) -> Any:
+        """Draw this dialogue's adversary, then start as any policy user."""
+        self.policy = self.pool[rng.randrange(len(self.pool))]
+        return super().reset(persona, goal, rng, judge)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+def _evaluate(assistant: Any, cfg: AdversarialConfig, user: str) -> dict[str, Any]:
+    from agents.sb3.policy import SB3Agent
+    from dialog_env.evaluation import evaluate, summarize
+
+    records = evaluate(
+        lambda: SB3Agent(assistant),
+        split=cfg.eval_split,
+        episodes=cfg.eval_episodes,
+        seed=EVAL_SEED,
+        mode="act",
+        env_kwargs={"user": user},
+    )
+    s = summarize(records)
+    return {m: s[m] for m in METRICS}
+
+
+def _assistant_envs(cfg: AdversarialConfig, pool: Sequence[Any], seed: int, n_envs: int) -> Any:
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from dialog_env.envs.persona_rec import PersonaRecEnv
+    from dialog_env.wrappers import RewardTermStats
+
+    # At least one env of each kind (all agenda while the pool is empty).
+    n_agenda = min(n_envs - 1, max(1, round(cfg.agenda_fraction * n_envs))) if pool else n_envs
+
+    def make(i: int) -> Any:
+        env = PersonaRecEnv(split=cfg.split)
+        if i >= n_agenda:
+            env.user = PoolUser(env.world, pool)  # the env's user slot, played by the pool
+        return Monitor(RewardTermStats(env))
+
+    venv = DummyVecEnv([lambda i=i: make(i) for i in range(n_envs)])
+    venv.seed(seed)
+    return venv
+
+
+def _adversary_envs(cfg: AdversarialConfig, assistant: Any, seed: int) -> Any:
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from dialog_env.envs.duel import UserSide
+
+    venv = DummyVecEnv([
+        lambda: Monitor(UserSide(assistant=assistant, split=cfg.split, **cfg.duel_kwargs())) for _ in range(cfg.n_envs)
+    ])  # fmt: skip
+    venv.seed(seed)
+    return venv
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dialog_env.io import atomic_write_bytes
+
+    r = [row["round"] for row in rows if row["round"] > 0]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (
+        ("before_vs_adversary", "before its update, vs the round's adversary"),
+        ("after_vs_adversary", "after, vs the round's adversary"),
+        ("after_vs_agenda", "after, vs the agenda user"),
+    ):
+        for ax, m in zip(axes, ("success", "contradiction_rate"), strict=True):
+            vals = [row[key][m] for row in rows if row["round"] > 0]
+            means, cis = [v["mean"] for v in vals], [v["ci95"] for v in vals]
+            ax.errorbar(r, means, yerr=cis, marker="o", capsize=3, label=label)
+    for ax, m in zip(axes, ("success", "contradiction rate"), strict=True):
+        ax.set_xlabel("round")
+        ax.set_ylabel(f"assistant {m}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train_adversarial(
+    cfg: AdversarialConfig | None, run_dir: str | Path, resume: bool = False, rounds: int | None = None
+) -> Path:
+    """Run (or continue) the alternating rounds in ``run_dir``; returns the folder.
+
+    Args:
+        cfg: The run's arguments (ignored on resume: the run's own are read back).
+        run_dir: The run folder.
+        resume: Continue the run in ``run_dir`` after its last complete round.
+        rounds: On resume, a new total of rounds (more than the run's).
+
+    Raises:
+        AdversarialError: Bad arguments, an existing run without ``resume``, or nothing to resume.
+    """
+    import torch
+    from sb3_contrib import MaskablePPO
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.sb3.checkpoints import atomic_save_model
+    from agents.sb3.config import load_hyperparams
+    from dialog_env.io import atomic_write_json, atomic_write_text
+
+    run = Path(run_dir)
+    state_path, metrics_path = run / "state.json", run / "metrics.json"
+    if resume:
+        if not (run / "config.yaml").is_file():
+            raise AdversarialError(f"run_dir: {run} is not an adversarial run (no config.yaml)")
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        cfg = AdversarialConfig(**{**saved, "rounds": max(saved["rounds"], rounds or 0)})
+    elif (run / "config.yaml").exists():
+        raise AdversarialError(f"run_dir: {run} already holds a run; pass --resume to continue it")
+    if cfg is None:
+        raise AdversarialError("cfg: a new run needs its arguments")
+    cfg.validate()
+    torch.set_num_threads(cfg.torch_threads)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds_done": 0, "pool": []}
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {"rounds": []}
+    metrics["rounds"] = [r for r in metrics["rounds"] if r["round"] <= state["rounds_done"]]  # drop a partial round
+    done = state["rounds_done"]
+    if done:
+        print(f"resuming {run} after round {done} of {cfg.rounds}", flush=True)
+        assistant = MaskablePPO.load(run / f"rounds/round_{done}/assistant.zip", device="cpu")
+        adversary = MaskablePPO.load(run / f"rounds/round_{done}/adversary.zip", device="cpu")
+    elif cfg.assistant:
+        from agents.sb3.policy import load_model
+
+        assistant, adversary = load_model(cfg.assistant, "maskable_ppo"), None
+    else:
+        hp = load_hyperparams("maskable_ppo", "dialog_env/PersonaRec-v0")
+        n = int(hp.pop("n_envs", cfg.n_envs))
+        policy = hp.pop("policy", "MlpPolicy")
+        assistant = MaskablePPO(policy, _assistant_envs(cfg, [], cfg.seed, n), seed=cfg.seed, device="cpu", **hp)
+        adversary = None
+    assistant.tensorboard_log = str(run / "tb")
+    writer = SummaryWriter(str(run / "tb" / "rounds"))
+    pool = [MaskablePPO.load(run / p, device="cpu") for p in state["pool"]]
+    if not metrics["rounds"]:
+        metrics["rounds"].append({"round": 0, "after_vs_agenda": _evaluate(assistant, cfg, "agenda")})
+        atomic_write_json(metrics_path, metrics)
+    try:
+        for k in range(done + 1, cfg.rounds + 1):
+            seed = cfg.seed + 1000 * k
+            folder = run / "rounds" / f"round_{k}"
+            # 1. The adversary against the frozen assistant.
+            venv = _adversary_envs(cfg, assistant, seed)
+            if adversary is None:
+                adversary = MaskablePPO(
+                    "MlpPolicy", venv, seed=cfg.seed, device="cpu", tensorboard_log=str(run / "tb"),
+                    verbose=0, **ADVERSARY_HYPERPARAMS,
+                )  # fmt: skip
+            else:
+                adversary.set_env(venv)
+                adversary.tensorboard_log = str(run / "tb")
+            adversary.learn(cfg.adversary_steps, reset_num_timesteps=False, tb_log_name="adversary")
+            venv.close()
+            atomic_save_model(adversary, folder / "adversary.zip")
+            adv_spec = f"adv:{folder / 'adversary.zip'}"
+            before = _evaluate(assistant, cfg, adv_spec)
+            pool = [*pool, MaskablePPO.load(folder / "adversary.zip", device="cpu")][-cfg.pool_size :]
+            # 2. The assistant against the agenda user and the pool.
+            venv = _assistant_envs(cfg, pool, seed + 1, assistant.n_envs)  # the assistant keeps its own env count
+            assistant.set_env(venv)
+            assistant.learn(cfg.assistant_steps, reset_num_timesteps=False, tb_log_name="assistant")
+            venv.close()
+            atomic_save_model(assistant, folder / "assistant.zip")
+            # 3. Evaluate, then make the round count.
+            row = {
+                "round": k,
+                "before_vs_adversary": before,
+                "after_vs_adversary": _evaluate(assistant, cfg, adv_spec),
+                "after_vs_agenda": _evaluate(assistant, cfg, "agenda"),
+                "assistant_timesteps": int(assistant.num_timesteps),
+                "adversary_timesteps": int(adversary.num_timesteps),
+            }
+            metrics["rounds"].append(row)
+            for key in ("before_vs_adversary", "after_vs_adversary", "after_vs_agenda"):
+                for m in METRICS:
+                    writer.add_scalar(f"{key}/{m}", row[key][m]["mean"], k)
+            writer.flush()
+            atomic_write_json(metrics_path, metrics)
+            state = {"rounds_done": k, "pool": [*state["pool"], str(folder.relative_to(run) / "adversary.zip")]}
+            state["pool"] = state["pool"][-cfg.pool_size :]
+            atomic_write_json(state_path, state)
+            _plot(metrics["rounds"], run / "rounds.png")
+            print(_round_line(row), flush=True)
+    finally:
+        writer.close()
+    atomic_save_model(assistant, run / "final_model.zip")
+    if adversary is not None:
+        atomic_save_model(adversary, run / "adversary.zip")
+    return run
+
+
+def _round_line(row: dict[str, Any]) -> str:
+    def f(key: str, m: str) -> str:
+        return f"{row[key][m]['mean']:.3f}"
+
+    return (
+        f"round {row['round']}: vs its adversary success {f('before_vs_adversary', 'success')} -> "
+        f"{f('after_vs_adversary', 'success')}, contradiction rate {f('before_vs_adversary', 'contradiction_rate')} -> "
+        f"{f('after_vs_adversary', 'contradiction_rate')}; vs agenda success {f('after_vs_agenda', 'success')}"
+    )
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+def build_adversarial_parser(parser: Any) -> Any:
+    """Flags of ``dialog-env train adversarial``."""
+    from dialog_env.cliargs import add_dataclass_arguments
+
+    add_dataclass_arguments(parser, AdversarialConfig)
+    parser.add_argument("--run-dir", default=None, help="run folder (default: runs/adversarial__<seed>)")
+    parser.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue a run after its last complete round"
+    )
+    parser.add_argument("--config", default=None, help="YAML file of the fields above; flags override it")
+    return parser
+
+
+def run_from_args(args: Any) -> Path:
+    """Run ``train adversarial`` from parsed arguments (errors exit with status 2 through the CLI)."""
+    from dialog_env.cliargs import dataclass_values
+
+    values = dataclass_values(AdversarialConfig, args, AdversarialError)
+    if args.resume:
+        return train_adversarial(None, args.resume, resume=True, rounds=values.get("rounds"))
+    cfg = AdversarialConfig(**values)
+    return train_adversarial(cfg, args.run_dir or f"runs/adversarial__{cfg.seed}")
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m agents.adversarial``: the same as ``dialog-env train adversarial``."""
+    import argparse
+
+    parser = build_adversarial_parser(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    return run_from_args(parser.parse_args(argv))

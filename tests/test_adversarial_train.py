@@ -1,0 +1,84 @@
+"""Alternating adversarial training: a tiny-budget run, its resume, its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.adversarial import AdversarialConfig, AdversarialError, train_adversarial
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--adversary-steps", "256", "--assistant-steps", "256", "--eval-episodes", "4", "--n-envs", "2"]
+
+
+def cli(*args):
+    cmd = [sys.executable, "-m", "dialog_env.cli", "train", "adversarial", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_train_adversarial_smoke_run_and_resume_continue_the_round_count(tmp_path):
+    run = tmp_path / "adv"
+    r = cli("--rounds", "1", *TINY, "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr
+    assert "round 1:" in r.stdout
+    for name in ("config.yaml", "metrics.json", "state.json", "rounds.png", "final_model.zip", "adversary.zip"):
+        assert (run / name).is_file(), name
+    assert (run / "rounds" / "round_1" / "assistant.zip").is_file()
+    assert any((run / "tb").rglob("events.out.tfevents*"))
+    r = cli("--resume", str(run), "--rounds", "2")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout and "after round 1 of 2" in r.stdout and "round 2:" in r.stdout
+    state = json.loads((run / "state.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert state["rounds_done"] == 2
+    assert state["pool"] == ["rounds/round_1/adversary.zip", "rounds/round_2/adversary.zip"]
+    assert [row["round"] for row in metrics["rounds"]] == [0, 1, 2]
+    assert metrics["rounds"][2]["assistant_timesteps"] > metrics["rounds"][1]["assistant_timesteps"]
+    for key in ("before_vs_adversary", "after_vs_adversary", "after_vs_agenda"):
+        assert 0.0 <= metrics["rounds"][2][key]["success"]["mean"] <= 1.0
+    # The trained adversary plugs into every env.
+    r = subprocess.run(
+        [sys.executable, "-m", "dialog_env.cli", "eval", "--agents", "rule", "--user", f"adv:{run / 'adversary.zip'}",
+         "--episodes", "3", "--split", "test", "--out", str(tmp_path / "ev")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_partial_round_is_redone_on_resume(tmp_path):
+    run = tmp_path / "adv"
+    cfg = AdversarialConfig(rounds=1, adversary_steps=256, assistant_steps=256, eval_episodes=3, n_envs=2)
+    train_adversarial(cfg, run)
+    # A kill during round 2 leaves its adversary written but the round not counted.
+    (run / "rounds" / "round_2").mkdir()
+    (run / "rounds" / "round_2" / "adversary.zip").write_bytes(b"partial")
+    train_adversarial(None, run, resume=True, rounds=2)
+    assert json.loads((run / "state.json").read_text())["rounds_done"] == 2
+    assert (run / "rounds" / "round_2" / "adversary.zip").read_bytes() != b"partial"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"rounds": 0}, "rounds"),
+        ({"agenda_fraction": 1.0}, "agenda_fraction"),
+        ({"split": "nope"}, "split"),
+        ({"assistant": "/no/such/run"}, "assistant"),
+    ],
+)
+def test_bad_arguments_name_the_field(tmp_path, kwargs, field):
+    with pytest.raises(AdversarialError, match=f"^{field}: "):
+        train_adversarial(AdversarialConfig(**kwargs), tmp_path / "r")
+
+
+def test_existing_run_and_missing_run_errors(tmp_path):
+    r = cli("--resume", str(tmp_path / "none"))
+    assert r.returncode == 2 and "not an adversarial run" in r.stderr
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("rounds: 1\n")
+    r = cli("--run-dir", str(tmp_path / "r"), *TINY)
+    assert r.returncode == 2 and "--resume" in r.stderr
