@@ -35,7 +35,7 @@ from dialog_env import acts as A
 from dialog_env.acts import DialogueAct
 from dialog_env.nlg import UserNLG
 from dialog_env.persona import Persona
-from dialog_env.users.agenda import AgendaUserConfig
+from dialog_env.users.agenda import AgendaUserConfig, rejection_reason
 from dialog_env.users.base import UserTurn
 from dialog_env.world import World
 
@@ -381,7 +381,7 @@ class PolicyUser:
                 out += [DialogueAct(A.REJECT, None, rec), DialogueAct(A.REQUEST, None, self.goal)]
             else:
                 out.append(DialogueAct(A.REJECT, None, rec))
-                reason = _rejection_reason(item, values)
+                reason = rejection_reason(item, values)
                 if reason is not None:
                     out.append(self._fact(reason))
             self.rejected.add(rec)
@@ -404,16 +404,6 @@ class PolicyUser:
         self.done = outcome is not None
         acts = tuple(out)
         return UserTurn(acts, self.render(acts), outcome)
-
-
-def _rejection_reason(item: Any, values: dict[str, str]) -> str | None:
-    """The agenda user's reason: a violated slot, else a slot the item hoped to appeal to, else none."""
-    bad = item.violated_slots(values)
-    if bad:
-        return bad[0]
-    if not item.appealing_slots(values):
-        return next(iter(item.appeals))
-    return None
 
 
 UserPolicy = Callable[[np.ndarray, np.ndarray], int]

@@ -176,19 +176,7 @@ class AgendaUser:
         return self._turn(tuple(out), outcome)
 
     def _rejection_reason(self, item: Item) -> str | None:
-        """The slot whose fact explains a rejection, if any.
-
-        A violated constraint, else a slot the item hoped to appeal to; ``None`` when it fits and
-        appeals but a better item exists (the user only says it is not quite right: the agent has
-        to find out why).
-        """
-        values = self.persona.values
-        bad = item.violated_slots(values)
-        if bad:
-            return bad[0]
-        if not item.appealing_slots(values):
-            return next(iter(item.appeals))
-        return None
+        return rejection_reason(item, self.persona.values)
 
     def _answer(self, slot: str) -> list[DialogueAct]:
         if slot in self.revealed:
@@ -198,3 +186,18 @@ class AgendaUser:
             self.declined.add(slot)
             return [DialogueAct(A.DECLINE, slot)]
         return [self._fact(slot)]
+
+
+def rejection_reason(item: Item, values: Mapping[str, str]) -> str | None:
+    """The slot whose fact explains a rejection of ``item`` by a persona with ``values``, if any.
+
+    A violated constraint, else a slot the item hoped to appeal to; ``None`` when it fits and
+    appeals but a better item exists (the user only says it is not quite right: the agent has
+    to find out why).
+    """
+    bad = item.violated_slots(values)
+    if bad:
+        return bad[0]
+    if not item.appealing_slots(values):
+        return next(iter(item.appeals))
+    return None
