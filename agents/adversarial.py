@@ -182,6 +182,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from dialog_env.io import atomic_write_bytes
 
@@ -198,6 +199,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax.errorbar(r, means, yerr=cis, marker="o", capsize=3, label=label)
     for ax, m in zip(axes, ("success", "contradiction rate"), strict=True):
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"assistant {m}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -238,6 +240,7 @@ def train_adversarial(
         if not (run / "config.yaml").is_file():
             raise AdversarialError(f"run_dir: {run} is not an adversarial run (no config.yaml)")
         saved = yaml.safe_load((run / "config.yaml").read_text())
+        saved.pop("algo", None)
         cfg = AdversarialConfig(**{**saved, "rounds": max(saved["rounds"], rounds or 0)})
     elif (run / "config.yaml").exists():
         raise AdversarialError(f"run_dir: {run} already holds a run; pass --resume to continue it")
@@ -246,7 +249,9 @@ def train_adversarial(
     cfg.validate()
     torch.set_num_threads(cfg.torch_threads)
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    # ``algo`` lets ``sb3:<run>`` and ``load_model`` read the assistant's zips like any SB3 run's.
+    record = {**dataclasses.asdict(cfg), "algo": "maskable_ppo"}
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(record, sort_keys=False))
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds_done": 0, "pool": []}
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {"rounds": []}
     metrics["rounds"] = [r for r in metrics["rounds"] if r["round"] <= state["rounds_done"]]  # drop a partial round

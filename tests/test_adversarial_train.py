@@ -42,11 +42,13 @@ def test_train_adversarial_smoke_run_and_resume_continue_the_round_count(tmp_pat
         assert 0.0 <= metrics["rounds"][2][key]["success"]["mean"] <= 1.0
     # The trained adversary plugs into every env.
     r = subprocess.run(
-        [sys.executable, "-m", "dialog_env.cli", "eval", "--agents", "rule", "--user", f"adv:{run / 'adversary.zip'}",
+        [sys.executable, "-m", "dialog_env.cli", "eval", "--agents", "rule", f"hardened=sb3:{run / 'final_model.zip'}",
+         f"round1=sb3:{run / 'rounds' / 'round_1' / 'assistant.zip'}", "--user", f"adv:{run / 'adversary.zip'}",
          "--episodes", "3", "--split", "test", "--out", str(tmp_path / "ev")],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert "| hardened |" in r.stdout and "| round1 |" in r.stdout
 
 
 def test_a_partial_round_is_redone_on_resume(tmp_path):

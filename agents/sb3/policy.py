@@ -71,7 +71,7 @@ def load_model(path: str | Path, algo: str | None = None, env: VecEnv | None = N
     if not zip_path.is_file():
         raise ConfigError(f"{zip_path}: model file not found")
     if algo is None:
-        for folder in (zip_path.parent, zip_path.parent.parent):
+        for folder in list(zip_path.parents)[:3]:  # the run folder: beside the zip, or above checkpoints/ or rounds/k/
             cfg = folder / "config.yaml"
             if cfg.is_file():
                 algo = (yaml.safe_load(cfg.read_text()) or {}).get("algo")
