@@ -102,17 +102,9 @@ class CollectConfig:
         if not 0.0 <= self.noise < 1.0:
             raise CollectError(f"noise: expected a number in [0, 1), got {self.noise!r}")
         self.reward_weights = reward_specs_from_config(self.reward_weights, error=CollectError)
-        if not isinstance(self.user, str) or not self.user:
-            raise CollectError(
-                f"user: expected a user spec (agenda, lm:<model>, package.module:attr), got {self.user!r}"
-            )
-        from dialog_env.users import make_user
-        from dialog_env.world import load_world
+        from dialog_env.users.registry import check_user_spec
 
-        try:  # resolves the spec without loading a model (an LM user loads it on its first turn)
-            make_user(self.user, load_world())
-        except (ValueError, TypeError, ImportError) as e:
-            raise CollectError(f"user: {e}") from e
+        check_user_spec(self.user, CollectError)
 
     def env_kwargs(self) -> dict[str, Any]:
         """The text env's arguments of these dialogues."""

@@ -125,6 +125,8 @@ class LMTrainConfig(LMRunFields):
     """nucleus sampling mass of rollouts (1: off)"""
     noise: float = 0.0
     """semantic error rate of the user channel"""
+    user: str = "agenda"
+    """user simulator of the rollouts: agenda, lm:<model>, adv:<run> (a trained adversary) or package.module:attr"""
     reward_weights: Any = None
     """reward terms: {name: weight}, {name: {weight, kwargs}} or a list of {name, weight, kwargs} (a YAML/JSON string on
     the command line); empty: the default weights"""
@@ -185,6 +187,9 @@ class LMTrainConfig(LMRunFields):
         if not 0.0 <= self.noise < 1.0:
             raise LMConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
         self.reward_weights = reward_specs_from_config(self.reward_weights, error=LMConfigError)
+        from dialog_env.users.registry import check_user_spec
+
+        check_user_spec(self.user, LMConfigError)
 
 
 def build_single_turn_dataset(
@@ -252,6 +257,8 @@ def build_trainer(cfg: LMTrainConfig, run: Path) -> Any:
     model, tokenizer = _load_policy(cfg)
     peft_config = lora_config(model, cfg, LMConfigError) if cfg.lora else None
     env_kwargs: dict[str, Any] = {"noise": cfg.noise}
+    if cfg.user != "agenda":
+        env_kwargs["user"] = cfg.user
     specs = cfg.reward_weights or [{"name": n, "weight": w, "kwargs": {}} for n, w in DEFAULT_WEIGHTS.items()]
     if cfg.reward_weights is not None:
         env_kwargs["reward_weights"] = cfg.reward_weights

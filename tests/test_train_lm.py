@@ -102,6 +102,8 @@ def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_
         (["--mode", "branch", "--continuation", "wizard"], "continuation: unknown agent 'wizard'"),
         (["--advantage", "greedy"], "advantage: greedy compares replies at a branch point: needs mode branch"),
         (["--advantage", "mean"], "advantage: expected one of ['group', 'greedy']"),
+        (["--user", "nobody"], "user: unknown user 'nobody'"),
+        (["--user", "adv:/no/such/run"], "no MaskablePPO user policy found"),
     ],
 )
 def test_bad_arguments(tmp_path, args, needle):

@@ -123,6 +123,7 @@ def test_resume_needs_a_run_with_a_checkpoint(tmp_path):
         (["--hp", "oops"], "expected key=value"),
         (["--total-timesteps", "0"], "total_timesteps: expected a positive integer"),
         (["--vec-env", "ray"], "vec_env: expected one of ['dummy', 'subproc']"),
+        (["--user", "nobody"], "user: unknown user 'nobody'"),
     ],
 )
 def test_bad_arguments_list_what_is_allowed(tmp_path, args, needle):
@@ -130,6 +131,19 @@ def test_bad_arguments_list_what_is_allowed(tmp_path, args, needle):
     assert r.returncode == 2
     assert needle in r.stderr
     assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_training_against_another_user(tmp_path):
+    # The cooperative policy-played user: trains and evaluates against it, recorded in the run.
+    run_dir = tmp_path / "run"
+    user = "dialog_env.users.adversarial:PolicyUser"
+    r = run(train_cmd(run_dir, "maskable_ppo", 256, "--user", user))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["user"] == user
+    from agents.sb3.config import TrainConfig
+
+    assert TrainConfig(user=user).env_kwargs()["user"] == user
+    assert "user" not in TrainConfig().env_kwargs()  # the default stays out of the env kwargs
 
 
 def test_subprocess_vec_env_and_cli_entry_point(tmp_path):

@@ -64,6 +64,8 @@ class TrainConfig:
     """most recent checkpoints kept on disk"""
     noise: float = 0.0
     """semantic error rate of the user channel during training and evaluation"""
+    user: str = "agenda"
+    """user simulator during training and evaluation: agenda, lm:<model>, adv:<run> or package.module:attr"""
     reward_weights: Any = None
     """reward terms: {name: weight}, {name: {weight, kwargs}} or a list of {name, weight, kwargs} (a YAML/JSON string on
     the command line); empty: the default weights"""
@@ -105,11 +107,16 @@ class TrainConfig:
             raise ConfigError(f"n_envs: expected a positive integer or None, got {self.n_envs!r}")
         if not 0.0 <= float(self.noise) < 1.0:
             raise ConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
+        from dialog_env.users.registry import check_user_spec
+
+        check_user_spec(self.user, ConfigError)
         self.reward_weights = reward_specs_from_config(self.reward_weights, error=ConfigError)
 
     def env_kwargs(self) -> dict[str, Any]:
-        """Env kwargs every env of the run gets (noise, reward specs)."""
+        """Env kwargs every env of the run gets (noise, user, reward specs)."""
         kw: dict[str, Any] = {"noise": self.noise}
+        if self.user != "agenda":
+            kw["user"] = self.user
         if self.reward_weights is not None:
             kw["reward_weights"] = self.reward_weights
         return kw

@@ -94,3 +94,23 @@ def make_user(spec: str, world: World) -> UserSimulator:
     if missing:
         raise TypeError(f"user {spec!r} built {type(user).__name__}, which lacks UserSimulator method(s) {missing}")
     return user
+
+
+def check_user_spec(spec: Any, error: type[Exception] = ValueError) -> str:
+    """Resolve ``spec`` now (a config's ``user`` field), so a bad one fails before any training starts.
+
+    An LM user's model is not loaded (it loads on its first turn).
+
+    Raises:
+        error: ``user: ...`` with what is allowed.
+    """
+    from dialog_env.world import load_world
+
+    if not isinstance(spec, str) or not spec:
+        raise error(f"user: expected a user spec (agenda, lm:<model>, adv:<run>, package.module:attr), got {spec!r}")
+    try:
+        make_user(spec, load_world())
+    except (ValueError, TypeError, ImportError) as e:
+        msg = str(e)
+        raise error(msg if msg.startswith("user") else f"user: {msg}") from e
+    return spec
