@@ -77,7 +77,8 @@ def get_reward(spec: str | Callable, kwargs: Mapping[str, Any] | None = None) ->
     if not isinstance(spec, str):
         raise ValueError(f"reward spec must be a name, an import path or a callable, got {spec!r}")
     if spec in REWARDS:
-        return spec, _instantiate(REWARDS[spec], spec, kwargs) if kwargs else REWARDS[spec]
+        obj = REWARDS[spec]
+        return spec, _instantiate(obj, spec, kwargs) if kwargs or isinstance(obj, type) else obj
 
     def unknown(eps: list[str]) -> str:
         return (
@@ -86,3 +87,12 @@ def get_reward(spec: str | Callable, kwargs: Mapping[str, Any] | None = None) ->
         )
 
     return spec, _instantiate(resolve(spec, REWARDS, "reward", ENTRY_POINT_GROUP, unknown), spec, kwargs)
+
+
+def _register_learned() -> None:
+    from rewards.learned import DiscriminatorReward
+
+    REWARDS.setdefault("discriminator", DiscriminatorReward)
+
+
+_register_learned()
