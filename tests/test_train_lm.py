@@ -73,6 +73,18 @@ def test_multi_turn_training_writes_a_run_and_resumes(tiny_path, tmp_path):
     assert "final_model" in r.stdout
 
 
+def test_rollouts_against_another_user(tiny_path, tmp_path):
+    # GRPO rollouts against a policy-played user (the cooperative one; `adv:<run>` plugs in the same way).
+    run_dir = tmp_path / "run"
+    user = "dialog_env.users.adversarial:PolicyUser"
+    r = run(
+        "--model", tiny_path, *SMALL, "--max-turns", "2", "--max-steps", "1", "--user", user, "--run-dir", str(run_dir)
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["user"] == user
+    assert (run_dir / "final_model" / "config.json").is_file()
+
+
 def test_single_turn_path_scores_replies_with_registered_rewards(tiny_path, tmp_path):
     run_dir = tmp_path / "run"
     r = run("--model", tiny_path, "--mode", "single", *SMALL, "--max-steps", "1", "--run-dir", str(run_dir))
