@@ -48,21 +48,21 @@ def turn_features(ctx: TurnContext) -> np.ndarray:
     w, before = ctx.world, ctx.before
     s = len(w.slots)
     f = np.zeros(feature_dim(w), dtype=np.float32)
-    index = {slot.name: slot.index for slot in w.slots}
+    slot_of = w.slot
     for slot in before.known:
-        f[index[slot]] = 1.0
+        f[slot_of[slot].index] = 1.0
     for slot in before.asked:
-        f[s + index[slot]] = 1.0
+        f[s + slot_of[slot].index] = 1.0
     for slot in before.declined:
-        f[2 * s + index[slot]] = 1.0
+        f[2 * s + slot_of[slot].index] = 1.0
     at = 5 * s
     rec = None
     for a in ctx.agent_acts:
         f[at + A.AGENT_INTENTS.index(a.intent)] = 1.0
         if a.intent == A.ASK:
-            f[3 * s + index[a.slot]] = 1.0  # type: ignore[index]
+            f[3 * s + slot_of[a.slot].index] = 1.0  # type: ignore[index]
         elif a.intent in (A.CONFIRM, A.INFORM):
-            f[4 * s + index[a.slot]] = 1.0  # type: ignore[index]
+            f[4 * s + slot_of[a.slot].index] = 1.0  # type: ignore[index]
         elif a.intent == A.RECOMMEND and rec is None:
             rec = w.item[a.value]  # type: ignore[index]
     at += len(A.AGENT_INTENTS)
@@ -81,21 +81,17 @@ def teacher_features(teacher: str, episodes: int, split: str, seed: int) -> np.n
     """The turn features of ``episodes`` act-mode dialogues played by ``teacher`` (non-privileged)."""
     from agents import make_agent
     from agents.base import is_privileged
+    from dialog_env.driver import AgentPolicy, DialogueDriver
     from dialog_env.envs.persona_rec import PersonaRecEnv
 
     agent = make_agent(teacher)
     if is_privileged(agent):
         raise ValueError(f"teacher: {teacher!r} reads the hidden persona; a discriminator learns from what is heard")
-    env = PersonaRecEnv(split=split)
-    rows = []
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        agent.reset(env, seed=seed + i)
-        done = False
-        while not done:
-            obs, _, term, trunc, info = env.step(agent.act(obs, info))
-            rows.append(turn_features(env.last_context))  # type: ignore[arg-type]
-            done = term or trunc
+    rows: list[np.ndarray] = []
+    seeds = range(seed, seed + episodes)
+    DialogueDriver([PersonaRecEnv(split=split)]).play(
+        AgentPolicy([agent]), seeds, on_step=lambda step: rows.append(turn_features(step.context))
+    )
     return np.stack(rows)
 
 

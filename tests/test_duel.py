@@ -54,7 +54,7 @@ def test_the_user_never_states_a_false_fact_over_random_personas_and_acts():
         persona = core.persona
         while env.agents:
             if env.user_turn:
-                pending = env._pending_acts
+                pending = env.pending_acts
                 mask = obs[USER]["action_mask"].astype(bool)
                 rec = next((a.value for a in pending if a.intent == A.RECOMMEND), None)
                 if rec is not None:
@@ -187,7 +187,7 @@ def test_a_policy_user_answering_truthfully_lets_the_planner_succeed():
         while duel.agents:
             a = planner.act(obs[ASSISTANT]["observation"], info)
             obs, _, _, _, infos = duel.step({ASSISTANT: int(a), USER: UserActTable.WAIT})
-            u = duel.policy_user.choose(duel._pending_acts)
+            u = duel.policy_user.choose(duel.pending_acts)
             obs, _, _, _, infos = duel.step({ASSISTANT: duel.assistant_wait, USER: u})
             info = {"action_mask": duel.core.action_masks()}
         wins += infos[ASSISTANT]["is_success"]

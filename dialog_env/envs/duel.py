@@ -195,6 +195,11 @@ class PersonaRecDuelEnv(ParallelEnv):
 
     # -- helpers --------------------------------------------------------------------------------------
     @property
+    def pending_acts(self) -> tuple[DialogueAct, ...]:
+        """The assistant's act the user answers next (empty at the assistant's turn)."""
+        return self._pending_acts
+
+    @property
     def user_turn(self) -> bool:
         """Whether the user answers at the next step."""
         return self._pending is not None
@@ -355,7 +360,7 @@ class UserSide(_Side):
         """
         replaced = not self.action_masks()[action]
         if replaced:
-            action = self.duel.policy_user.choose(self.duel._pending_acts)
+            action = self.duel.policy_user.choose(self.duel.pending_acts)
         self._obs, rew, term, trunc, infos = self.duel.step({ASSISTANT: self.duel.assistant_wait, USER: int(action)})
         info = {**infos[USER], "replaced_action": bool(replaced)}
         if not (term[USER] or trunc[USER]):
