@@ -9,7 +9,10 @@ main one checks and writes the folder.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import yaml
 
 from agents.prompts import save_policy_record
 from dialog_env.cliargs import add_dataclass_arguments
+from dialog_env.interrupt import STOP, TrainingInterrupted, stop_on_signals
 from dialog_env.io import atomic_write_text
 from dialog_env.lm import model_spec_problem, save_pretrained_atomic
 
@@ -70,20 +74,117 @@ def run_name(exp_name: str, seed: int) -> str:
     return f"dialog_env_PersonaRecText-v0__{exp_name}__{seed}__{int(time.time())}"
 
 
-def open_run(cfg: Any, run: Path, resume: bool, error: type[Exception]) -> None:
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a Trainer checkpoint folder is incomplete (a kill during its write), or None if it is whole.
+
+    The Trainer writes the weights, optimizer, scheduler and random states first and
+    ``trainer_state.json`` last, so a parseable state at the folder's own step means the rest is there.
+    """
+    m = CHECKPOINT_DIR.match(folder.name)
+    state = folder / "trainer_state.json"
+    if m is None:
+        return "not a checkpoint-<step> folder"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        step = json.loads(state.read_text())["global_step"]
+    except (ValueError, KeyError, OSError):
+        return "trainer_state.json is cut short"
+    if step != int(m.group(1)):
+        return f"trainer_state.json is at step {step}"
+    if not any((folder / w).is_file() for w in _WEIGHTS):
+        return "no weights"
+    return None
+
+
+def resume_point(run: Path, log: Any = print) -> Path | None:
+    """The newest complete checkpoint of an LM run; partial ones and stray temp files are reported and removed.
+
+    Returns:
+        The checkpoint folder, or None if the run has none yet (it then starts over).
+    """
+    folder = run / "checkpoints"
+    for tmp in [*run.glob(".*.tmp*"), *(folder.glob(".*.tmp*") if folder.is_dir() else [])]:
+        log(f"removing {tmp} (an interrupted write)")
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    complete: dict[int, Path] = {}
+    if folder.is_dir():
+        for ckpt in folder.iterdir():
+            if (m := CHECKPOINT_DIR.match(ckpt.name)) and ckpt.is_dir():
+                problem = checkpoint_problem(ckpt)
+                if problem is None:
+                    complete[int(m.group(1))] = ckpt
+                else:
+                    log(f"ignoring partial checkpoint {ckpt.name} ({problem}): removed")
+                    shutil.rmtree(ckpt)
+    return complete[max(complete)] if complete else None
+
+
+def open_run(cfg: Any, run: Path, resume: bool, error: type[Exception]) -> Path | None:
     """Check a run folder and, for a new run, write its ``config.yaml`` (main process only).
 
+    Returns:
+        On resume, the checkpoint to continue from (None: the run starts over, killed before its first).
+
     Raises:
-        error: Nothing to resume, or a new run over an existing one.
+        error: A new run over an existing one.
     """
     if resume:
-        if not any((run / "checkpoints").glob("checkpoint-*")):
-            raise error(f"{run}: no checkpoint to resume from (checkpoints/checkpoint-<step>)")
-    elif int(os.environ.get("RANK", "0")) == 0:
+        ckpt = resume_point(run) if int(os.environ.get("RANK", "0")) == 0 else _newest(run)
+        if ckpt is None:
+            print(f"resuming {run}: no complete checkpoint yet, starting over", flush=True)
+        else:
+            print(f"resuming {run} from {ckpt.name}", flush=True)
+        return ckpt
+    if int(os.environ.get("RANK", "0")) == 0:
         if (run / "config.yaml").exists():
             raise error(f"{run}: a run already exists here; resume it with --resume")
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    return None
+
+
+def _newest(run: Path) -> Path | None:
+    found = [
+        (int(m.group(1)), p)
+        for p in (run / "checkpoints").glob("checkpoint-*")
+        if (m := CHECKPOINT_DIR.match(p.name)) and checkpoint_problem(p) is None
+    ]
+    return max(found)[1] if found else None
+
+
+def stop_callback() -> Any:
+    """Trainer callback: on a stop request (SIGINT/SIGTERM, see :mod:`dialog_env.interrupt`), save and stop.
+
+    The step in progress finishes; the Trainer then writes a checkpoint and leaves its loop.
+    """
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if STOP:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return StopOnSignal()
+
+
+def train_interruptibly(trainer: Any, run: Path, checkpoint: Path | None, resume_command: str) -> None:
+    """``trainer.train`` (from ``checkpoint``) under :func:`dialog_env.interrupt.stop_on_signals`.
+
+    Raises:
+        TrainingInterrupted: A signal stopped the run; its checkpoint is saved.
+    """
+    trainer.add_callback(stop_callback())
+    with stop_on_signals():
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        if STOP:
+            raise TrainingInterrupted(run, resume_command, trainer.state.global_step)
 
 
 def load_run_config(run: Path, cls: type, error: type[Exception], max_steps: int | None = None) -> Any:

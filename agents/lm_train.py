@@ -43,6 +43,7 @@ from agents.lm_runs import (
     save_figure,
     save_policy,
     time_limit_callback,
+    train_interruptibly,
 )
 from agents.prompts import DEFAULT_PROMPT, PROMPTS, policy_prompt
 from dialog_env.cliargs import dataclass_values
@@ -366,9 +367,9 @@ def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool
     cfg.validate()
     dialog_env.ENV_IDS  # noqa: B018 - registers the environments
     run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg.exp_name, cfg.seed)
-    open_run(cfg, run, resume, LMConfigError)
+    checkpoint = open_run(cfg, run, resume, LMConfigError)
     trainer = build_trainer(cfg, run)
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    train_interruptibly(trainer, run, checkpoint, f"dialog-env train lm --resume {run}")
     if trainer.accelerator.is_main_process:
         save_policy(trainer, run / "final_model", prompt_style(cfg), trained_by="grpo", model=cfg.model)
         log = [entry for entry in trainer.state.log_history if "reward" in entry]

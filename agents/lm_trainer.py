@@ -23,6 +23,7 @@ either; the cause there is the roll-out, not the baseline.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,6 +63,10 @@ def greedy_advantages(returns: Sequence[float], baselines: Sequence[float], grou
     return ((r - b).clamp(min=0.0) / scale).flatten()
 
 
+ROLLOUT_STATE = "rollout_state.pt"
+"""File of a GRPO checkpoint with the buffered rollouts and the micro-step counter."""
+
+
 class DialogueGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with padding-free log-prob passes and an optional greedy baseline (module docstring).
 
@@ -78,6 +83,24 @@ class DialogueGRPOTrainer(GRPOTrainer):
             raise ValueError(f"advantage: expected one of {list(ADVANTAGES)}, got {advantage!r}")
         super().__init__(*args, **kwargs)
         self.padding_free, self.advantage = bool(padding_free), advantage
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # The rollouts still to be trained on (num_iterations > 1) and the micro-step counter that says
+        # when to sample new ones: without them a resume would sample afresh mid-cycle and train on
+        # other dialogues than the uninterrupted run. Written before the Trainer's files, whose
+        # trainer_state.json (last) marks the checkpoint complete.
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save({"step": self._step, "buffered_inputs": self._buffered_inputs}, folder / ROLLOUT_STATE)
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = Path(checkpoint) / ROLLOUT_STATE if checkpoint else None
+        if path is not None and path.is_file():
+            state = torch.load(path, map_location=self.accelerator.device, weights_only=False)
+            self._step, self._buffered_inputs = state["step"], state["buffered_inputs"]
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)

@@ -36,6 +36,7 @@ from agents.lm_runs import (
     save_figure,
     save_policy,
     time_limit_callback,
+    train_interruptibly,
 )
 from agents.prompts import PROMPTS
 from dialog_env.cliargs import dataclass_values
@@ -276,9 +277,9 @@ def train_sft(cfg: SFTTrainConfig, run_dir: str | Path | None = None, resume: bo
     """
     cfg.validate()
     run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg.exp_name, cfg.seed)
-    open_run(cfg, run, resume, SFTConfigError)
+    checkpoint = open_run(cfg, run, resume, SFTConfigError)
     trainer, style = build_sft_trainer(cfg, run)
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    train_interruptibly(trainer, run, checkpoint, f"dialog-env train sft --resume {run}")
     if trainer.accelerator.is_main_process:
         save_policy(trainer, run / "final_model", style, trained_by="sft", model=cfg.model, data=str(cfg.data))
         log = [e for e in trainer.state.log_history if "loss" in e]

@@ -25,6 +25,7 @@ from dialog_env.evaluation import (
     record_to_json,
     summarize,
 )
+from dialog_env.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
 from dialog_env.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from dialog_env.persona import SPLITS, PersonaSampler, save_personas
 from dialog_env.tracker import TRACKER_MODES
@@ -530,6 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(f"dialog-env {args.command}: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, OSError) as e:
         print(f"dialog-env {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 from dialog_env import acts as A
 from dialog_env.acts import DialogueAct
@@ -143,8 +144,19 @@ class AgentNLU:
     """
 
     def __init__(self, lexicon: Lexicon, cache_size: int = 1 << 16) -> None:
-        self.lexicon = lexicon
-        self.parse = functools.lru_cache(maxsize=cache_size)(self._parse)
+        self.lexicon, self.cache_size = lexicon, cache_size
+        self._memoise()
+
+    def _memoise(self) -> None:
+        self.parse = functools.lru_cache(maxsize=self.cache_size)(self._parse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the memo (an env snapshot in a checkpoint); it is rebuilt empty on load."""
+        return {"lexicon": self.lexicon, "cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._memoise()
 
     def _parse(self, text: str) -> tuple[DialogueAct, ...]:
         """Parse ``text`` into a tuple of :class:`DialogueAct`."""
@@ -195,11 +207,22 @@ class UserNLU:
     """
 
     def __init__(self, lexicon: Lexicon, cache_size: int = 1 << 16) -> None:
-        self.lexicon = lexicon
+        self.lexicon, self.cache_size = lexicon, cache_size
+        self._memoise()
+
+    def _memoise(self) -> None:
         # Two memo levels: whole turns with their context (simulated users repeat themselves, and
         # the context mostly matches the text), then sentences, which recur even more.
-        self.parse = functools.lru_cache(maxsize=cache_size)(self._parse)
-        self._sentence = functools.lru_cache(maxsize=cache_size)(self._analyze_sentence)
+        self.parse = functools.lru_cache(maxsize=self.cache_size)(self._parse)
+        self._sentence = functools.lru_cache(maxsize=self.cache_size)(self._analyze_sentence)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the memos; they are rebuilt empty on load."""
+        return {"lexicon": self.lexicon, "cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._memoise()
 
     def _analyze_sentence(self, sent: str) -> _Sentence:
         declined = tuple(self.lexicon.keyword_slots(sent)) if _DECLINE.search(sent) else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -87,6 +87,16 @@ class DialogueStateTracker:
         self.informed, self.asked, self.declined, self.confirmed = self.slot_flags
         self.recommended, self.rejected = self.item_flags
         self.reset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the flag views (pickle would copy them apart from their blocks)."""
+        views = {"informed", "asked", "declined", "confirmed", "recommended", "rejected"}
+        return {k: v for k, v in self.__dict__.items() if k not in views}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.informed, self.asked, self.declined, self.confirmed = self.slot_flags
+        self.recommended, self.rejected = self.item_flags
 
     def reset(self) -> None:
         """Forget everything (start of a dialogue)."""

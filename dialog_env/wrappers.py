@@ -30,14 +30,14 @@ class BeliefEncoder:
     """
 
     def __init__(self, core: PersonaRecCore | AgentView) -> None:
-        w, t = core.world, core.tracker
+        w = core.world
         n_slots, n_items, n_cats = len(w.slots), len(w.items), len(w.categories)
         self.core = core
         self.dim = w.n_values + 4 * n_slots + 2 * n_items + n_cats + 1 + len(A.USER_INTENTS) + 3 * n_items
         self.space = spaces.Box(0.0, 1.0, shape=(self.dim,), dtype=np.float32)
         self._buf = np.zeros(self.dim, dtype=np.float32)
         # The tracker updates these arrays in place; the encoder only copies them.
-        self._tracker_parts = [t.belief, t.slot_flags.reshape(-1), t.item_flags.reshape(-1)]
+        self._tracker_parts: list[np.ndarray] | None = None  # views of the tracker's arrays, made on first use
         self._tail_at = w.n_values + 4 * n_slots + 2 * n_items
         self._goal_index = {c.id: c.index for c in w.categories}
         self._turn_at = n_cats
@@ -50,10 +50,16 @@ class BeliefEncoder:
         self._in_category = {c.id: (w.item_category == c.index).astype(np.float32) for c in w.categories}
         self._catalog_version = -1
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the views of the tracker's arrays (pickle would copy them apart)."""
+        return {**self.__dict__, "_tracker_parts": None}
+
     def __call__(self) -> np.ndarray:
         """The current encoding (a fresh array)."""
         core, obs, g = self.core, self._buf, self._tail_at
         t = core.tracker
+        if self._tracker_parts is None:
+            self._tracker_parts = [t.belief, t.slot_flags.reshape(-1), t.item_flags.reshape(-1)]
         np.concatenate(self._tracker_parts, out=obs[:g], casting="unsafe")
         # goal one-hot, turn fraction, intents: built in Python, written in one assignment.
         tail = [0.0] * (self._catalog_at - g)

@@ -11,10 +11,14 @@ Same as ``dialog-env train lm ...``. See agents/lm_train.py for the run folder.
 import sys
 
 from agents.lm_train import LMConfigError, main
+from dialog_env.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
 
 if __name__ == "__main__":
     try:
         main()
+    except TrainingInterrupted as e:
+        print(f"train_lm: {e}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except LMConfigError as e:
         print(f"train_lm: error: {e}", file=sys.stderr)
         sys.exit(2)

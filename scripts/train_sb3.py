@@ -9,10 +9,14 @@ Same as ``dialog-env train sb3 ...``. See agents/sb3/ for the run folder's conte
 import sys
 
 from agents.sb3 import ConfigError, main
+from dialog_env.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
 
 if __name__ == "__main__":
     try:
         main()
+    except TrainingInterrupted as e:
+        print(f"train_sb3: {e}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except ConfigError as e:
         print(f"train_sb3: error: {e}", file=sys.stderr)
         sys.exit(2)

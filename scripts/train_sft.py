@@ -13,10 +13,14 @@ import sys
 
 from agents.collect import CollectError
 from agents.sft import SFTConfigError, main
+from dialog_env.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
 
 if __name__ == "__main__":
     try:
         main()
+    except TrainingInterrupted as e:
+        print(f"train_sft: {e}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except (SFTConfigError, CollectError) as e:
         print(f"train_sft: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from pathlib import Path
@@ -9,12 +10,12 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.sb3.checkpoints import CHECKPOINT_NAME, atomic_save_model
+from agents.sb3.checkpoints import atomic_save_model, save_checkpoint
 from agents.sb3.config import TrainConfig
 from agents.sb3.policy import SB3Agent
 from dialog_env.evaluation import METRICS, evaluate, summarize
+from dialog_env.interrupt import STOP
 from dialog_env.io import atomic_write_bytes, atomic_write_json
 
 # -- callbacks ---------------------------------------------------------------------------------
@@ -45,25 +46,44 @@ class RewardTermLogger(BaseCallback):
 
 
 class EvalAndCheckpoint(BaseCallback):
-    """Evaluates on the held-out split, keeps the best model, writes metrics and checkpoints."""
+    """Evaluates on the held-out split, keeps the best model, writes metrics and checkpoints.
+
+    Evaluations run when their step count is crossed (the weights only change between rollouts, so
+    an evaluation mid-rollout sees the last update's). Checkpoints wait for the next rollout
+    boundary, after the update of the rollout just collected, so a resume neither repeats nor loses
+    an update. A stop request (:data:`dialog_env.interrupt.STOP`) checkpoints at that boundary too,
+    then ends training.
+    """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, metrics: dict[str, Any]) -> None:
         super().__init__()
         self.cfg, self.run_dir, self.metrics = cfg, run_dir, metrics
         self.next_eval = self._next(cfg.eval_freq)
         self.next_ckpt = self._next(cfg.checkpoint_freq)
+        self.checkpoint_due = False
+        self.stopped_at: int | None = None
 
     def _next(self, freq: int) -> int:
         done = self.metrics.get("num_timesteps", 0)
         return (done // freq + 1) * freq
 
+    def _on_rollout_start(self) -> None:
+        if STOP and self.stopped_at is None:
+            self.checkpoint()
+            self.stopped_at = int(self.model.num_timesteps)
+        elif self.checkpoint_due:
+            self.checkpoint()
+            self.checkpoint_due = False
+
     def _on_step(self) -> bool:
+        if self.stopped_at is not None:
+            return False
         steps = self.num_timesteps
         if steps >= self.next_eval:
             self.evaluate()
             self.next_eval += self.cfg.eval_freq
         if steps >= self.next_ckpt:
-            self.checkpoint()
+            self.checkpoint_due = True
             self.next_ckpt += self.cfg.checkpoint_freq
         return True
 
@@ -92,19 +112,12 @@ class EvalAndCheckpoint(BaseCallback):
         return summary
 
     def checkpoint(self) -> Path:
-        """Save ``checkpoints/step_<n>.zip`` (and the replay buffer), prune old ones."""
-        folder = self.run_dir / "checkpoints"
-        path = atomic_save_model(self.model, folder / f"step_{self.num_timesteps}.zip")
-        if isinstance(self.model, OffPolicyAlgorithm):
-            buf = io.BytesIO()
-            self.model.save_replay_buffer(buf)
-            atomic_write_bytes(folder / "replay_buffer.pkl", buf.getvalue())
-        self.metrics["num_timesteps"] = int(self.num_timesteps)
+        """Write a complete checkpoint (see :mod:`agents.sb3.checkpoints`) and prune old ones."""
+        self.metrics["num_timesteps"] = int(self.model.num_timesteps)
         write_metrics(self.run_dir, self.metrics)
-        found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name)))
-        for _, old in found[: -self.cfg.keep_checkpoints]:
-            old.unlink()
-        return path
+        return save_checkpoint(
+            self.model, self.model.get_env(), self.run_dir, copy.deepcopy(self.metrics), self.cfg.keep_checkpoints
+        )
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -17,25 +18,48 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.sb3.callbacks import EvalAndCheckpoint, RewardTermLogger
-from agents.sb3.checkpoints import CHECKPOINT_NAME, atomic_save_model, latest_checkpoint
+from agents.sb3.callbacks import EvalAndCheckpoint, RewardTermLogger, write_metrics
+from agents.sb3.checkpoints import atomic_save_model, clean_run, load_state, restore_best_model, restore_rng
 from agents.sb3.config import ALGOS, VEC_ENVS, ConfigError, TrainConfig, load_hyperparams, parse_overrides
 from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
 from dialog_env.evaluation import evaluate, summarize
+from dialog_env.interrupt import TrainingInterrupted, stop_on_signals
 from dialog_env.io import atomic_write_text
 from dialog_env.wrappers import DiscreteActsWrapper, RewardTermStats
 
 # -- environments ------------------------------------------------------------------------------
 
 
+class Snapshot(gym.Wrapper):
+    """Outermost training wrapper: ``snapshot()`` pickles the whole env, mid-episode, for a checkpoint."""
+
+    def snapshot(self) -> bytes:
+        """The env (wrappers, user, tracker, random generators) as bytes; ``cloudpickle.loads`` restores it."""
+        import cloudpickle
+
+        return cloudpickle.dumps(self)
+
+
 def _wrap_for_sb3(env: gym.Env) -> gym.Env:
     if isinstance(env.action_space, gym.spaces.Text):
         env = DiscreteActsWrapper(env)
-    return RewardTermStats(env)
+    return Snapshot(RewardTermStats(env))
 
 
-def make_train_env(cfg: TrainConfig, n_envs: int, seed: int) -> VecEnv:
-    """Vectorised, monitored training envs (text envs get :class:`DiscreteActsWrapper`)."""
+def make_train_env(cfg: TrainConfig, n_envs: int, seed: int, snapshots: Sequence[bytes] | None = None) -> VecEnv:
+    """Vectorised, monitored training envs (text envs get :class:`DiscreteActsWrapper`).
+
+    Args:
+        cfg: The run's configuration.
+        n_envs: Parallel envs.
+        seed: Seed of the first env (SB3 seeds env ``i`` with ``seed + i``).
+        snapshots: Pickled envs of a checkpoint; they continue their dialogues instead of new envs.
+    """
+    if snapshots is not None:
+        import cloudpickle
+
+        fns = [functools.partial(cloudpickle.loads, blob) for blob in snapshots]
+        return VEC_ENVS[cfg.vec_env](fns)
     return make_vec_env(
         cfg.env_id,
         n_envs=n_envs,
@@ -66,11 +90,27 @@ def _baseline_references(cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return refs
 
 
+def _fresh_metrics(cfg: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "config": resolved,
+        "evals": [],
+        "best": None,
+        "num_timesteps": 0,
+        "references": _baseline_references(cfg),
+    }
+
+
+def resume_command(run: Path) -> str:
+    """The command that continues ``run``."""
+    return f"dialog-env train sb3 --resume {run}"
+
+
 def train(cfg: TrainConfig, run_dir: str | Path | None = None) -> Path:
     """Train a new run; returns its folder.
 
     Raises:
         ConfigError: Invalid configuration or hyper-parameters.
+        TrainingInterrupted: SIGINT/SIGTERM stopped the run after a checkpoint.
     """
     cfg.validate()
     hp = load_hyperparams(cfg.algo, cfg.env_id, cfg.hyperparams)
@@ -80,21 +120,19 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     resolved = {**dataclasses.asdict(cfg), "resolved_hyperparams": hp}
     atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    metrics = {
-        "config": resolved,
-        "evals": [],
-        "best": None,
-        "num_timesteps": 0,
-        "references": _baseline_references(cfg),
-    }
-    return _learn(cfg, hp, run, metrics, model=None)
+    return _learn(cfg, hp, run, _fresh_metrics(cfg, resolved), checkpoint=None)
 
 
 def resume(run_dir: str | Path, total_timesteps: int | None = None, progress_bar: bool | None = None) -> Path:
-    """Continue a run from its last checkpoint up to its (or a new) ``total_timesteps``.
+    """Continue a run from its newest complete checkpoint up to its (or a new) ``total_timesteps``.
+
+    Partial checkpoints and temp files (a kill during a write) are reported and removed. A run
+    killed before its first checkpoint starts over. Metrics and ``best_model.zip`` are put back as
+    they were at the checkpoint, so nothing of the discarded part of the run remains.
 
     Raises:
-        ConfigError: No run or no checkpoint in ``run_dir``.
+        ConfigError: ``run_dir`` is not a run folder.
+        TrainingInterrupted: SIGINT/SIGTERM stopped the run again after a checkpoint.
     """
     run = Path(run_dir)
     cfg_path = run / "config.yaml"
@@ -108,24 +146,29 @@ def resume(run_dir: str | Path, total_timesteps: int | None = None, progress_bar
     if progress_bar is not None:
         cfg.progress_bar = progress_bar
     cfg.validate()
-    ckpt = latest_checkpoint(run)
+    resolved["resolved_hyperparams"] = hp
+    ckpt = clean_run(run).latest
     if ckpt is None:
-        raise ConfigError(f"{run}: no checkpoint to resume from (checkpoints/step_<n>.zip)")
-    metrics_path = run / "metrics.json"
-    metrics = (
-        json.loads(metrics_path.read_text())
-        if metrics_path.is_file()
-        else {"config": resolved, "evals": [], "best": None}
-    )
-    steps = int(CHECKPOINT_NAME.match(ckpt.name).group(1))  # type: ignore[union-attr]
-    print(f"resuming {run} from step {steps} ({ckpt.name}) to {cfg.total_timesteps}", flush=True)
-    metrics["num_timesteps"] = steps
-    # Evaluations logged after the checkpoint belong to the lost part of the run.
-    metrics["evals"] = [e for e in metrics["evals"] if e["num_timesteps"] <= steps]
-    return _learn(cfg, hp, run, metrics, model=ckpt)
+        print(f"resuming {run}: no complete checkpoint yet, starting over", flush=True)
+        (run / "best_model.zip").unlink(missing_ok=True)
+        return _learn(cfg, hp, run, _fresh_metrics(cfg, resolved), checkpoint=None)
+    state = load_state(ckpt)
+    metrics = state["metrics"]
+    metrics["config"] = {**resolved, "total_timesteps": cfg.total_timesteps}
+    restore_best_model(ckpt, run)
+    write_metrics(run, metrics)
+    print(f"resuming {run} from step {state['num_timesteps']} ({ckpt.name}) to {cfg.total_timesteps}", flush=True)
+    return _learn(cfg, hp, run, metrics, checkpoint=ckpt, state=state)
 
 
-def _learn(cfg: TrainConfig, hp: dict[str, Any], run: Path, metrics: dict[str, Any], model: Path | None) -> Path:
+def _learn(
+    cfg: TrainConfig,
+    hp: dict[str, Any],
+    run: Path,
+    metrics: dict[str, Any],
+    checkpoint: Path | None,
+    state: dict[str, Any] | None = None,
+) -> Path:
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
@@ -134,36 +177,49 @@ def _learn(cfg: TrainConfig, hp: dict[str, Any], run: Path, metrics: dict[str, A
     hp.pop("n_envs", None)
     policy = hp.pop("policy", "MlpPolicy")
     done = int(metrics.get("num_timesteps", 0))
-    # A resumed run gets fresh env seeds (offset by the steps done) so it does not replay the start.
-    venv = make_train_env(cfg, n_envs, seed=cfg.seed + done)
+    snapshots = state["envs"] if state else None
+    # Without env snapshots (an env that cannot be pickled) a resumed run gets fresh env seeds,
+    # offset by the steps done, so it does not replay the start.
+    venv = make_train_env(cfg, n_envs, seed=cfg.seed + done, snapshots=snapshots)
     algo_cls = ALGOS[cfg.algo]
     try:
-        if model is None:
+        if checkpoint is None:
             algo = algo_cls(
                 policy, venv, seed=cfg.seed, device=cfg.device, tensorboard_log=str(run / "tb"), verbose=0, **hp
             )
         else:
-            algo = algo_cls.load(model, env=venv, device=cfg.device, tensorboard_log=str(run / "tb"))
-            buffer = model.parent / "replay_buffer.pkl"
+            # With the envs restored mid-dialogue, the saved last observation is theirs: no reset.
+            algo = algo_cls.load(
+                checkpoint,
+                env=venv,
+                device=cfg.device,
+                tensorboard_log=str(run / "tb"),
+                force_reset=snapshots is None,
+            )
+            buffer = checkpoint.with_name(checkpoint.name.replace(".zip", ".replay_buffer.pkl"))
             if isinstance(algo, OffPolicyAlgorithm) and buffer.is_file():
                 algo.load_replay_buffer(buffer)
+            restore_rng(algo, state["rng"])  # type: ignore[index]  # after load, which reseeds
         evaluator = EvalAndCheckpoint(cfg, run, metrics)
         remaining = max(0, cfg.total_timesteps - algo.num_timesteps)
-        if remaining:
-            algo.learn(
-                total_timesteps=remaining,
-                callback=CallbackList([RewardTermLogger(), evaluator]),
-                tb_log_name="run",
-                reset_num_timesteps=model is None,
-                progress_bar=cfg.progress_bar,
-            )
-        if not remaining:
-            evaluator.init_callback(algo)
-        evaluator.num_timesteps = algo.num_timesteps
-        if not metrics["evals"] or metrics["evals"][-1]["num_timesteps"] != algo.num_timesteps:
-            evaluator.evaluate()
-        atomic_save_model(algo, run / "final_model.zip")
-        evaluator.checkpoint()
+        with stop_on_signals():
+            if remaining:
+                algo.learn(
+                    total_timesteps=remaining,
+                    callback=CallbackList([RewardTermLogger(), evaluator]),
+                    tb_log_name="run",
+                    reset_num_timesteps=checkpoint is None,
+                    progress_bar=cfg.progress_bar,
+                )
+            if evaluator.stopped_at is not None:
+                raise TrainingInterrupted(run, resume_command(run), evaluator.stopped_at)
+            if not remaining:
+                evaluator.init_callback(algo)
+            evaluator.num_timesteps = algo.num_timesteps
+            if not metrics["evals"] or metrics["evals"][-1]["num_timesteps"] != algo.num_timesteps:
+                evaluator.evaluate()
+            atomic_save_model(algo, run / "final_model.zip")
+            evaluator.checkpoint()
     finally:
         venv.close()
     return run

@@ -103,11 +103,7 @@ class PersonaRecCore(gym.Env):
             for kind, arg in (tab.decode(i) for i in range(tab.size))
         )
         self._mask = np.ones(tab.size, dtype=bool)
-        self._mask_parts = (
-            self._mask[tab.ask_start : tab.confirm_start],
-            self._mask[tab.confirm_start : tab.recommend_start],
-            self._mask[tab.recommend_start : tab.chitchat],
-        )  # chitchat and bye stay allowed
+        self._split_mask()
         self.user = make_user(user, self.world)
         # The world's judge decides acceptance and what was truly revealed; the simulator cannot.
         self.judge = Judge(self.world)
@@ -284,6 +280,22 @@ class PersonaRecCore(gym.Env):
             **self._reset_record,
             "agent_turns": [t for r, t in self._history if r == ROLE_AGENT],
         }
+
+    def _split_mask(self) -> None:
+        tab = self.act_table
+        self._mask_parts = (
+            self._mask[tab.ask_start : tab.confirm_start],
+            self._mask[tab.confirm_start : tab.recommend_start],
+            self._mask[tab.recommend_start : tab.chitchat],
+        )  # chitchat and bye stay allowed
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a training checkpoint's env snapshot) without the mask's views, rebuilt on load."""
+        return {k: v for k, v in self.__dict__.items() if k != "_mask_parts"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._split_mask()
 
     def action_masks(self) -> np.ndarray:
         """Bool mask over act-table ids: False for pointless acts (see ``PersonaRec-v0``)."""
