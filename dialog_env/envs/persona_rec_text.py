@@ -13,6 +13,7 @@ from dialog_env.acts import DialogueAct
 from dialog_env.envs.core import ROLE_USER, PersonaRecCore
 from dialog_env.nlu import AgentNLU
 from dialog_env.notes import state_note
+from dialog_env.spaces import TranscriptSpace
 from dialog_env.tracker import TrackerView
 
 #: Characters of utterances and transcripts: printable ASCII (space included) and newline.
@@ -122,7 +123,7 @@ class PersonaRecTextEnv(PersonaRecCore):
         self.action_space = spaces.Text(
             max_length=max_utterance_chars, min_length=0, charset="".join(sorted(CHARSET - {"\n"}))
         )
-        self.observation_space = spaces.Text(
+        self.observation_space = TranscriptSpace(
             max_length=max_transcript_chars, min_length=1, charset="".join(sorted(CHARSET))
         )
 
