@@ -126,6 +126,7 @@ def test_env_pickled_mid_dialogue_plays_on_identically(env_id, kwargs):
             a = act()
             (o1, r1, t1, tr1, i1), (o2, r2, t2, tr2, i2) = env.step(a), clone.step(a)
             assert same_obs(o1, o2) and (r1, t1, tr1) == (r2, t2, tr2)
+            assert i1["user_text"] == i2["user_text"] and i1["reward_terms"] == i2["reward_terms"]
             assert np.array_equal(core.action_masks(), clone.unwrapped.action_masks())
             compared += 1
             if t1 or tr1:
