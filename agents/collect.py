@@ -45,11 +45,13 @@ from agents.prompts import DEFAULT_PROMPT, PROMPTS, get_prompt, prompt_messages
 from dialog_env.driver import AgentPolicy, DialogueDriver, Start, Step
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.evaluation import EpisodeRecord, evaluate, record_to_json
-from dialog_env.io import atomic_write_jsonl, atomic_write_text
+from dialog_env.io import atomic_write_jsonl, atomic_write_text, check_output_folder, publish_folder
 from dialog_env.persona import SPLITS
 from rewards.compose import reward_specs_from_config
 
 DATA_FILE = "train.jsonl"
+DATASET_FILES = (DATA_FILE, "README.md")
+"""Files of a data set folder, published together."""
 
 
 class CollectError(ValueError):
@@ -158,6 +160,10 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
     out = Path(out)
     if (out / DATA_FILE).exists() and not cfg.overwrite:
         raise CollectError(f"out: {out / DATA_FILE} already exists; pass --overwrite to replace it")
+    try:
+        check_output_folder(out, DATASET_FILES, "out")
+    except ValueError as e:
+        raise CollectError(str(e)) from None
     agent = make_agent(cfg.agent)
     if is_privileged(agent) and not cfg.allow_privileged:
         raise CollectError(
@@ -165,10 +171,7 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
             "hear (pass --allow-privileged to collect them anyway)"
         )
     if cfg.roll_in:
-        rows = collect_labels(cfg, agent, progress)
-        path = atomic_write_jsonl(out / DATA_FILE, rows)
-        atomic_write_text(out / "README.md", dataset_card(cfg, rows))
-        return path
+        return write_dataset(out, cfg, collect_labels(cfg, agent, progress))
     rows: list[dict[str, Any]] = []
     bar = None
     if progress if progress is not None else sys.stderr.isatty():
@@ -202,9 +205,15 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
         if bar is not None:
             bar.close()
     rows.sort(key=lambda r: r["seed"])
-    path = atomic_write_jsonl(out / DATA_FILE, rows)
-    atomic_write_text(out / "README.md", dataset_card(cfg, rows))
-    return path
+    return write_dataset(out, cfg, rows)
+
+
+def write_dataset(out: Path, cfg: CollectConfig, rows: list[dict[str, Any]]) -> Path:
+    """Publish ``train.jsonl`` and its card together (see :func:`dialog_env.io.publish_folder`)."""
+    with publish_folder(out, DATASET_FILES, "out") as staging:
+        atomic_write_jsonl(staging / DATA_FILE, rows)
+        atomic_write_text(staging / "README.md", dataset_card(cfg, rows))
+    return out / DATA_FILE
 
 
 class TeacherLabels:

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from dialog_env.evaluation import METRIC_LABELS, METRICS, MODES, EpisodeRecord, evaluate, record_to_json, summarize
-from dialog_env.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from dialog_env.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    check_output_folder,
+    publish_folder,
+)
 from dialog_env.persona import SPLITS
 from dialog_env.users import DEFAULT_USER, make_user
 from dialog_env.world import load_world
@@ -90,6 +97,10 @@ def parse_agent_entry(entry: str) -> tuple[str, str]:
     return (label, spec) if sep and label and spec else (entry, entry)
 
 
+BENCHMARK_OUTPUTS = ("leaderboard.json", "leaderboard.md", "transcripts.jsonl")
+"""Files of a benchmark output folder (and one PNG chart per metric)."""
+
+
 def run_benchmark(
     cfg: BenchmarkConfig,
     out: str | Path,
@@ -104,6 +115,7 @@ def run_benchmark(
 
     cfg.validate()
     out = Path(out)
+    check_output_folder(out, BENCHMARK_OUTPUTS, "out")
     entries = [parse_agent_entry(a) for a in cfg.agents]
     for _, spec in entries:
         make_agent(spec)  # fail fast on a bad spec, before any episode runs
@@ -141,11 +153,12 @@ def run_benchmark(
             for r in records[: cfg.transcripts]
         ]
     board = {"config": asdict(cfg), "rows": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "leaderboard.json", board)
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
-    atomic_write_jsonl(out / "transcripts.jsonl", transcripts)
-    board["charts"] = [str(p) for p in plot_leaderboard(board, out)]
+    with publish_folder(out, BENCHMARK_OUTPUTS) as staging:
+        atomic_write_json(staging / "leaderboard.json", board)
+        atomic_write_text(staging / "leaderboard.md", leaderboard_markdown(board))
+        atomic_write_jsonl(staging / "transcripts.jsonl", transcripts)
+        charts = plot_leaderboard(board, staging)
+    board["charts"] = [str(out / p.name) for p in charts]
     return board
 
 

@@ -26,7 +26,7 @@ from dialog_env.evaluation import (
     summarize,
 )
 from dialog_env.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
-from dialog_env.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from dialog_env.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, check_output_folder, publish_folder
 from dialog_env.persona import SPLITS, PersonaSampler, save_personas
 from dialog_env.tracker import TRACKER_MODES
 from dialog_env.users import DEFAULT_USER
@@ -311,6 +311,10 @@ def _earlier_records(folder: Path, label: str, args: argparse.Namespace, env_kwa
     return records
 
 
+EVAL_OUTPUTS = ("results.json", "results.md", "transcripts.jsonl", "episodes.jsonl")
+"""Files of an ``eval --out`` folder."""
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate agents and print (and optionally save) the metrics table."""
     from agents import make_agent
@@ -323,6 +327,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return tqdm(it, total=args.episodes, leave=False, file=sys.stderr)
 
     env_kwargs = _env_kwargs(args)
+    if args.out:
+        check_output_folder(Path(args.out), EVAL_OUTPUTS, "--out")
     from dialog_env.benchmark import parse_agent_entry
 
     entries = [parse_agent_entry(e) for e in args.agents]
@@ -406,11 +412,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"\n## Paired difference to {args.baseline}\n\n{_table(paired)}\n\n"
                 "Mean of the per-dialogue difference ± 95% CI half-width (same personas and goals).\n"
             )
-        atomic_write_json(out / "results.json", results)
-        atomic_write_text(out / "results.md", markdown)
-        atomic_write_jsonl(out / "transcripts.jsonl", transcripts)
         episodes = [{"agent": k, **record_to_json(r)} for k, rs in played_records.items() for r in rs]
-        atomic_write_jsonl(out / "episodes.jsonl", episodes)
+        with publish_folder(out, EVAL_OUTPUTS) as staging:
+            atomic_write_json(staging / "results.json", results)
+            atomic_write_text(staging / "results.md", markdown)
+            atomic_write_jsonl(staging / "transcripts.jsonl", transcripts)
+            atomic_write_jsonl(staging / "episodes.jsonl", episodes)
         print(
             f"results: {out / 'results.json'}, {out / 'results.md'}; transcripts: {out / 'transcripts.jsonl'}; "
             f"every dialogue's metrics: {out / 'episodes.jsonl'}"

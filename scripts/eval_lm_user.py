@@ -25,7 +25,7 @@ import torch
 from agents import make_agent
 from dialog_env.benchmark import parse_agent_entry
 from dialog_env.evaluation import evaluate, summarize
-from dialog_env.io import atomic_write_json, atomic_write_text
+from dialog_env.io import atomic_write_json, atomic_write_text, publish_folder
 
 COLUMNS = ("success", "contradiction_rate", "turns", "return", "jga")
 
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(f"split={args.split} episodes={args.episodes} seed={args.seed}\n{table}")
     if args.out:
-        out = Path(args.out)
-        atomic_write_json(out / "results.json", {"config": vars(args), "rows": rows})
-        atomic_write_text(out / "results.md", table + "\n")
+        with publish_folder(Path(args.out), ("results.json", "results.md"), "--out") as staging:
+            atomic_write_json(staging / "results.json", {"config": vars(args), "rows": rows})
+            atomic_write_text(staging / "results.md", table + "\n")
     return 0
 
 
