@@ -25,12 +25,15 @@ import dataclasses
 import json
 import random
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from stable_baselines3.common.callbacks import BaseCallback
 
+from dialog_env.interrupt import STOP, TrainingInterrupted, stop_on_signals
 from dialog_env.persona import SPLITS
 from dialog_env.users.adversarial import AdversarialUser
 
@@ -125,6 +128,13 @@ class PoolUser(AdversarialUser):
 
 
 # -- the loop ---------------------------------------------------------------------------------------
+
+
+class _StopOnSignal(BaseCallback):
+    """Ends ``learn`` at the next step once a stop is requested (:mod:`dialog_env.interrupt`)."""
+
+    def _on_step(self) -> bool:
+        return not STOP
 
 
 def _evaluate(assistant: Any, cfg: AdversarialConfig, user: str) -> dict[str, Any]:
@@ -276,11 +286,15 @@ def train_adversarial(
     if not metrics["rounds"]:
         metrics["rounds"].append({"round": 0, "after_vs_agenda": _evaluate(assistant, cfg, "agenda")})
         atomic_write_json(metrics_path, metrics)
-    try:
+    stop = _StopOnSignal()
+    resume_cmd = f"dialog-env train adversarial --resume {run}"
+    announce = "stopping at the next rollout boundary; the last complete round is the checkpoint"
+    with closing(writer), stop_on_signals(announce):
         for k in range(done + 1, cfg.rounds + 1):
             seed = cfg.seed + 1000 * k
             folder = run / "rounds" / f"round_{k}"
-            # 1. The adversary against the frozen assistant.
+            # 1. The adversary against the frozen assistant. Every round seeds its own generators, so
+            # a round redone after a resume is the round the uninterrupted run played.
             venv = _adversary_envs(cfg, assistant, seed)
             if adversary is None:
                 adversary = MaskablePPO(
@@ -290,8 +304,11 @@ def train_adversarial(
             else:
                 adversary.set_env(venv)
                 adversary.tensorboard_log = str(run / "tb")
-            adversary.learn(cfg.adversary_steps, reset_num_timesteps=False, tb_log_name="adversary")
+            adversary.set_random_seed(seed)
+            adversary.learn(cfg.adversary_steps, callback=stop, reset_num_timesteps=False, tb_log_name="adversary")
             venv.close()
+            if STOP:
+                raise TrainingInterrupted(run, resume_cmd)
             atomic_save_model(adversary, folder / "adversary.zip")
             adv_spec = f"adv:{folder / 'adversary.zip'}"
             before = _evaluate(assistant, cfg, adv_spec)
@@ -299,8 +316,11 @@ def train_adversarial(
             # 2. The assistant against the agenda user and the pool.
             venv = _assistant_envs(cfg, pool, seed + 1, assistant.n_envs)  # the assistant keeps its own env count
             assistant.set_env(venv)
-            assistant.learn(cfg.assistant_steps, reset_num_timesteps=False, tb_log_name="assistant")
+            assistant.set_random_seed(seed + 1)
+            assistant.learn(cfg.assistant_steps, callback=stop, reset_num_timesteps=False, tb_log_name="assistant")
             venv.close()
+            if STOP:
+                raise TrainingInterrupted(run, resume_cmd)
             atomic_save_model(assistant, folder / "assistant.zip")
             # 3. Evaluate, then make the round count.
             row = {
@@ -322,8 +342,6 @@ def train_adversarial(
             atomic_write_json(state_path, state)
             _plot(metrics["rounds"], run / "rounds.png")
             print(_round_line(row), flush=True)
-    finally:
-        writer.close()
     atomic_save_model(assistant, run / "final_model.zip")
     if adversary is not None:
         atomic_save_model(adversary, run / "adversary.zip")

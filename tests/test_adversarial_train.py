@@ -51,16 +51,26 @@ def test_train_adversarial_smoke_run_and_resume_continue_the_round_count(tmp_pat
     assert "| hardened |" in r.stdout and "| round1 |" in r.stdout
 
 
-def test_a_partial_round_is_redone_on_resume(tmp_path):
+def test_a_partial_round_is_redone_on_resume_as_the_uninterrupted_run_played_it(tmp_path):
+    from agents.sb3.policy import load_model
+
+    small = {"adversary_steps": 256, "assistant_steps": 256, "eval_episodes": 3, "n_envs": 2}
+    reference = train_adversarial(AdversarialConfig(rounds=2, **small), tmp_path / "reference")
     run = tmp_path / "adv"
-    cfg = AdversarialConfig(rounds=1, adversary_steps=256, assistant_steps=256, eval_episodes=3, n_envs=2)
-    train_adversarial(cfg, run)
+    train_adversarial(AdversarialConfig(rounds=1, **small), run)
     # A kill during round 2 leaves its adversary written but the round not counted.
     (run / "rounds" / "round_2").mkdir()
     (run / "rounds" / "round_2" / "adversary.zip").write_bytes(b"partial")
     train_adversarial(None, run, resume=True, rounds=2)
     assert json.loads((run / "state.json").read_text())["rounds_done"] == 2
     assert (run / "rounds" / "round_2" / "adversary.zip").read_bytes() != b"partial"
+    for name in ("final_model.zip", "adversary.zip"):
+        got, want = load_model(run / name, "maskable_ppo"), load_model(reference / name, "maskable_ppo")
+        assert got._n_updates == want._n_updates and got.num_timesteps == want.num_timesteps
+        a, b = got.policy.state_dict(), want.policy.state_dict()
+        assert all((a[k] == b[k]).all() for k in a), name
+    rounds = json.loads((run / "metrics.json").read_text())["rounds"]
+    assert rounds == json.loads((reference / "metrics.json").read_text())["rounds"]
 
 
 @pytest.mark.parametrize(
