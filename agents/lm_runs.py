@@ -9,6 +9,7 @@ main one checks and writes the folder.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import yaml
 from agents.prompts import save_policy_record
 from dialog_env.cliargs import add_dataclass_arguments
 from dialog_env.interrupt import STOP, TrainingInterrupted, stop_on_signals
-from dialog_env.io import atomic_write_text
+from dialog_env.io import atomic_write_bytes, atomic_write_text
 from dialog_env.lm import model_spec_problem, save_pretrained_atomic
 
 
@@ -108,7 +109,8 @@ def resume_point(run: Path, log: Any = print) -> Path | None:
         The checkpoint folder, or None if the run has none yet (it then starts over).
     """
     folder = run / "checkpoints"
-    for tmp in [*run.glob(".*.tmp*"), *(folder.glob(".*.tmp*") if folder.is_dir() else [])]:
+    leftovers = [*run.glob(".*.tmp"), *run.glob(".final_model.*"), *(folder.glob(".*.tmp") if folder.is_dir() else [])]
+    for tmp in leftovers:
         log(f"removing {tmp} (an interrupted write)")
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     complete: dict[int, Path] = {}
@@ -174,12 +176,27 @@ def stop_callback() -> Any:
     return StopOnSignal()
 
 
+def _finished_at(trainer: Any, checkpoint: Path) -> bool:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    target = trainer.args.max_steps if trainer.args.max_steps > 0 else state.get("max_steps", 0)
+    return target > 0 and state["global_step"] >= target
+
+
 def train_interruptibly(trainer: Any, run: Path, checkpoint: Path | None, resume_command: str) -> None:
     """``trainer.train`` (from ``checkpoint``) under :func:`dialog_env.interrupt.stop_on_signals`.
 
     Raises:
         TrainingInterrupted: A signal stopped the run; its checkpoint is saved.
     """
+    if checkpoint is not None and _finished_at(trainer, checkpoint):
+        # Killed after its last checkpoint, before the final model: the Trainer, resumed there, would
+        # train one step more than the run asked for, so only the weights and the log are read back.
+        from transformers import TrainerState
+
+        print(f"{checkpoint.name} is the run's last step; writing the final model", flush=True)
+        trainer._load_from_checkpoint(str(checkpoint))
+        trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        return
     trainer.add_callback(stop_callback())
     with stop_on_signals():
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
@@ -295,8 +312,7 @@ def save_figure(fig: Any, path: Path) -> Path:
     """Write a matplotlib figure to ``path`` atomically and close it."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())

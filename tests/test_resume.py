@@ -317,3 +317,23 @@ def test_grpo_resume_mid_cycle_is_the_uninterrupted_run(tiny, tmp_path, monkeypa
     ref_log = json.loads((ref / "train_log.json").read_text())
     assert [e["step"] for e in log] == [e["step"] for e in ref_log]
     np.testing.assert_allclose([e["reward"] for e in log], [e["reward"] for e in ref_log], rtol=1e-5)
+
+
+def test_a_run_killed_after_its_last_checkpoint_writes_the_final_model_without_another_step(
+    sft_reference, tmp_path, capsys
+):
+    import shutil
+
+    from agents.sft import resume_sft
+
+    run = tmp_path / "run"
+    shutil.copytree(sft_reference, run)
+    shutil.rmtree(run / "final_model")  # the kill came between the last checkpoint and the final model
+    resume_sft(run)
+    assert "checkpoint-5 is the run's last step" in capsys.readouterr().out
+    assert not (run / "checkpoints" / "checkpoint-6").exists()
+    got, ref = final_weights(run), final_weights(sft_reference)
+    assert max(float(np.abs(got[k] - ref[k]).max()) for k in ref) < 1e-6
+    assert json.loads((run / "train_log.json").read_text()) == json.loads(
+        (sft_reference / "train_log.json").read_text()
+    )

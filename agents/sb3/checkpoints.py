@@ -152,6 +152,8 @@ def restore_rng(model: BaseAlgorithm, state: dict[str, Any]) -> None:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # rename() of two links to one file does nothing and would leave the temp link behind
     tmp = dst.with_name(f".{dst.name}.link.tmp")
     tmp.unlink(missing_ok=True)
     try:
