@@ -94,3 +94,25 @@ def test_existing_run_and_missing_run_errors(tmp_path):
     (tmp_path / "r" / "config.yaml").write_text("rounds: 1\n")
     r = cli("--run-dir", str(tmp_path / "r"), *TINY)
     assert r.returncode == 2 and "--resume" in r.stderr
+
+
+def test_sigint_stops_at_a_rollout_boundary_and_prints_the_resume_command(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "adv"
+    cmd = [
+        sys.executable, "-m", "dialog_env.cli", "train", "adversarial", "--rounds", "3", "--adversary-steps",
+        "1000000", "--assistant-steps", "256", "--eval-episodes", "2", "--n-envs", "2", "--run-dir", str(run),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not any((run / "tb").glob("adversary_*")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"dialog-env train adversarial --resume {run}" in err and "Traceback" not in err
+    assert not (run / "state.json").exists() and not (run / "final_model.zip").exists()  # no round counted
