@@ -243,9 +243,11 @@ def run_job(job: Job, root: Path, kills: int, rng: random.Random, log: Any = pri
                 _cmd(args, run), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
             if result.kills < kills:
-                # Every other kill waits for a checkpoint write in progress; all of them fire by a random deadline.
+                # Every other kill waits for a checkpoint write in progress; all of them fire by a random
+                # deadline (later for those, as start-up takes much of a tiny run's time).
                 targeted = result.kills % 2 == 1
-                deadline = time.perf_counter() + rng.uniform(0.3, 1.0) * result.reference_seconds
+                span = (0.8, 1.5) if targeted else (0.3, 1.0)
+                deadline = time.perf_counter() + rng.uniform(*span) * result.reference_seconds
                 while proc.poll() is None:
                     if (targeted and _writing(run)) or time.perf_counter() >= deadline:
                         proc.kill()
