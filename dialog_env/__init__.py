@@ -1,7 +1,9 @@
 """dialog_env: Gymnasium environments for dialogue policies against a hidden-persona user.
 
 Importing the package registers ``dialog_env/PersonaRec-v0`` (act mode) and
-``dialog_env/PersonaRecText-v0`` (text mode) with Gymnasium; ``make_parallel`` builds
+``dialog_env/PersonaRecText-v0`` (text mode) with Gymnasium, and the returning-user envs
+``dialog_env/PersonaRecSessions-v0`` / ``PersonaRecSessionsText-v0`` (several sessions with one user);
+``make_parallel`` builds
 ``dialog_env/PersonaRecDuel-v0`` (assistant against a learning user, PettingZoo's parallel API).
 """
 
@@ -24,6 +26,12 @@ for _id, _entry in _ENVS.items():
 
 ENV_IDS = tuple(_ENVS)
 
+#: Returning-user envs: one episode is several sessions with the same user (``dialog_env.envs.sessions``).
+SESSION_ENV_IDS = ("dialog_env/PersonaRecSessions-v0", "dialog_env/PersonaRecSessionsText-v0")
+for _id, _mode in zip(SESSION_ENV_IDS, ("act", "text"), strict=True):
+    if _id not in registry:
+        register(id=_id, entry_point="dialog_env.envs.sessions:PersonaRecSessionsEnv", kwargs={"mode": _mode})
+
 #: Multi-agent envs (PettingZoo's parallel API), built with :func:`make_parallel`.
 PARALLEL_ENVS = {"dialog_env/PersonaRecDuel-v0": "dialog_env.envs.duel:parallel_env"}
 
@@ -42,4 +50,4 @@ def make_parallel(env_id: str, **kwargs: object) -> object:
     return getattr(importlib.import_module(module), attr)(**kwargs)
 
 
-__all__ = ["ENV_IDS", "MAX_EPISODE_STEPS", "PARALLEL_ENVS", "__version__", "make_parallel"]
+__all__ = ["ENV_IDS", "MAX_EPISODE_STEPS", "PARALLEL_ENVS", "SESSION_ENV_IDS", "__version__", "make_parallel"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dialog_env.acts import DialogueAct
 from dialog_env.persona import Persona
@@ -34,6 +34,8 @@ class TurnContext:
             noisy channel the agent may have heard them wrong).
         revealed: Facts revealed up to and including this turn (*privileged*).
         outcome: ``accepted``, ``left``, ``bye`` or ``None``.
+        earlier: Facts the user gave in earlier sessions with this agent (a returning user, *privileged*;
+            they are in ``revealed_before`` and ``revealed`` too). Empty in a single dialogue.
     """
 
     world: World
@@ -50,3 +52,4 @@ class TurnContext:
     revealed_before: dict[str, str]
     revealed: dict[str, str]
     outcome: str | None
+    earlier: dict[str, str] = field(default_factory=dict)

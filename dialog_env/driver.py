@@ -94,7 +94,7 @@ class EpisodeAccumulator:
         self.turns += 1
         self.bad_turns += consistency_counts(ctx)[1] > 0
         self.consistency.append(persona_consistency([ctx])[0])
-        self.jga_hits += self.core.tracker.known() == ctx.revealed
+        self.jga_hits += self.core.tracker.known() == self.core.judge.revealed  # this dialogue's facts
         for k, v in info["reward_terms"].items():
             self.terms[k] = self.terms.get(k, 0.0) + v
 

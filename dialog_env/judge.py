@@ -34,8 +34,15 @@ class Judge:
         self.goal: str | None = None
         self._acceptable = np.zeros(len(world.items), dtype=bool)
         self.revealed: dict[str, str] = {}
+        self.earlier: dict[str, str] = {}
 
-    def start(self, persona: Persona, goal: str, acceptable: np.ndarray | None = None) -> None:
+    def start(
+        self,
+        persona: Persona,
+        goal: str,
+        acceptable: np.ndarray | None = None,
+        earlier: dict[str, str] | None = None,
+    ) -> None:
         """Judge a new dialogue of ``persona`` wanting ``goal``.
 
         Args:
@@ -43,17 +50,27 @@ class Judge:
             goal: The wanted category.
             acceptable: The persona's acceptable-item mask over all categories, when the caller has
                 it already; computed otherwise.
+            earlier: Facts this user revealed to the agent in earlier sessions (a returning user);
+                the agent is held to them too.
 
         Raises:
-            ValueError: ``goal`` is not a category of the world.
+            ValueError: ``goal`` is not a category of the world, or an earlier fact is not the persona's.
         """
         if goal not in self.world.category:
             raise ValueError(f"goal must be one of {list(self.world.category)}, got {goal!r}")
+        for slot, value in (earlier or {}).items():
+            if persona.values.get(slot) != value:
+                raise ValueError(f"earlier: {slot}={value!r} is not a fact of this persona")
+        self.earlier = dict(earlier or {})
         if acceptable is None:
             acceptable = self.world.acceptable_mask(self.world.value_indices(persona.values))
         self.persona, self.goal = persona, goal
         self._acceptable = acceptable & (self.world.item_category == self.world.category[goal].index)
         self.revealed = {}
+
+    def shared(self) -> dict[str, str]:
+        """Every fact the agent has been told: earlier sessions' and this dialogue's (a new dict)."""
+        return {**self.earlier, **self.revealed} if self.earlier else dict(self.revealed)
 
     def acceptable(self, item_id: str) -> bool:
         """Whether the user would be right to accept ``item_id`` (one of the best fits of the goal)."""

@@ -32,6 +32,7 @@ class TrackerView(NamedTuple):
         confirmed: Slots the user confirmed.
         rejected: Items the user rejected.
         entropy: Total belief entropy in bits.
+        slot_entropy: Belief entropy of each slot, in the world's slot order.
     """
 
     known: dict[str, str]
@@ -40,6 +41,7 @@ class TrackerView(NamedTuple):
     confirmed: frozenset[str]
     rejected: frozenset[str]
     entropy: float
+    slot_entropy: tuple[float, ...] = ()
 
 
 class DialogueStateTracker:
@@ -144,6 +146,7 @@ class DialogueStateTracker:
             confirmed=frozenset(self._confirmed),
             rejected=frozenset(self._rejected),
             entropy=self._entropy,
+            slot_entropy=tuple(self.slot_entropy),
         )
 
     # -- updates ------------------------------------------------------------------------------

@@ -156,18 +156,19 @@ def rejection(ctx: TurnContext) -> float:
 def redundancy(ctx: TurnContext) -> float:
     """-1 per redundant act, judged on what the agent's tracker knew.
 
-    Redundant: asking a slot already known or declined, re-confirming a confirmed slot,
-    re-recommending a rejected item, and telling the user a fact it already gave ("I understand
-    that you're vegan.") unless the same utterance recommends an item that fact bears on (a
-    recommendation may give its reason).
+    Redundant: asking a slot already known or declined (or, with a returning user, given in an
+    earlier session), re-confirming a confirmed slot, re-recommending a rejected item, and telling
+    the user a fact it already gave ("I understand that you're vegan.") unless the same utterance
+    recommends an item that fact bears on (a recommendation may give its reason).
     """
     b = ctx.before
     n = 0
     reasons: set[str] | None = None
+    earlier = ctx.earlier
     for a in ctx.agent_acts:
         t = a.intent
         if t == A.ASK:
-            n += a.slot in b.known or a.slot in b.declined
+            n += a.slot in b.known or a.slot in b.declined or a.slot in earlier
         elif t == A.CONFIRM:
             n += a.slot in b.confirmed
         elif t == A.RECOMMEND:
@@ -193,9 +194,15 @@ def _recommendation_slots(ctx: TurnContext) -> set[str]:
 def discovery(ctx: TurnContext) -> float:
     """Belief-entropy reduction this turn, as a fraction of the maximum (all slots uniform).
 
-    Sums to the fraction of the persona's uncertainty the agent resolved over an episode.
+    Sums to the fraction of the persona's uncertainty the agent resolved over an episode. With a
+    returning user, learning again a fact given in an earlier session resolves nothing new and
+    earns nothing.
     """
-    return (ctx.before.entropy - ctx.after.entropy) / max_entropy(ctx.world)
+    if not ctx.earlier:
+        return (ctx.before.entropy - ctx.after.entropy) / max_entropy(ctx.world)
+    b, a, slots = ctx.before.slot_entropy, ctx.after.slot_entropy, ctx.world.slots
+    gained = sum(b[i] - a[i] for i, s in enumerate(slots) if s.name not in ctx.earlier)
+    return gained / max_entropy(ctx.world)
 
 
 @functools.lru_cache(maxsize=16)

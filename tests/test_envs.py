@@ -410,7 +410,9 @@ def test_bad_text_env_kwargs(field):
 @pytest.mark.parametrize("env_id", [ACT_ID, TEXT_ID])
 def test_bad_reset_options(env_id):
     env = gym.make(env_id)
-    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['colour'\]; allowed: \['persona', 'goal'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown reset option\(s\) \['colour'\]; allowed: \['earlier', 'goal', 'persona'\]"
+    ):
         env.reset(seed=0, options={"colour": "red"})
     with pytest.raises(ValueError, match="goal.*'activity', 'place', 'gift'"):
         env.reset(seed=0, options={"goal": "holiday"})

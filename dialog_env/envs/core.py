@@ -23,6 +23,8 @@ from dialog_env.world import World, load_world
 from rewards.compose import WeightedReward
 
 ROLE_USER, ROLE_AGENT = "user", "assistant"
+RESET_OPTIONS = frozenset({"persona", "goal", "earlier"})
+"""Keys ``reset(options=...)`` takes: the persona, the goal, and facts told in earlier sessions."""
 
 
 def _copy_specs(specs: Any) -> Any:
@@ -135,9 +137,11 @@ class PersonaRecCore(gym.Env):
             "seed": seed,
             "options": {k: (v.to_dict() if isinstance(v, Persona) else v) for k, v in options.items()},
         }
-        unknown = set(options) - {"persona", "goal"}
+        unknown = set(options) - RESET_OPTIONS
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: ['persona', 'goal']")
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: {sorted(RESET_OPTIONS)}")
+        if options.get("earlier") and "persona" not in options:
+            raise ValueError("reset option 'earlier' (facts told in earlier sessions) needs the 'persona' option")
         if "persona" in options or self.personas is not None:
             if "persona" in options:
                 persona = coerce_persona(options["persona"], self.world)
@@ -163,14 +167,14 @@ class PersonaRecCore(gym.Env):
         self.persona, self.goal = persona, goal
         self._value_idx = value_idx
         self.tracker.reset()
-        self.judge.start(persona, goal, ok)
+        self.judge.start(persona, goal, ok, earlier=options.get("earlier"))
         opening = self.user.reset(persona, goal, self._rng, self.judge)
         if self.judge.read((), opening) is not None:
             raise RuntimeError(f"user {self._init_kwargs['user']!r} ended the dialogue in its opening turn")
         text = self._heard(opening)[1]
         self.tracker.update_user(text, opening.acts)
         self._user_turn_read(None, self.tracker.view())
-        self._revealed = dict(self.judge.revealed)
+        self._revealed = self.judge.shared()
         self._history = [(ROLE_USER, text)]
         self._rewards = []
         self._turn = 0
@@ -217,7 +221,7 @@ class PersonaRecCore(gym.Env):
         self.tracker.update_user(user_text, turn.acts)
         after = self.tracker.view()
         self._user_turn_read(before, after)
-        revealed_before, self._revealed = self._revealed, dict(self.judge.revealed)
+        revealed_before, self._revealed = self._revealed, self.judge.shared()
         truncated = judged is None and self._turn + 1 >= self.max_turns
         outcome = "truncated" if truncated else judged
         ctx = TurnContext(
@@ -235,6 +239,7 @@ class PersonaRecCore(gym.Env):
             revealed_before=revealed_before,
             revealed=self._revealed,
             outcome=outcome,
+            earlier=self.judge.earlier,
         )
         total, terms = self.reward_fn.score_one(ctx)
         self._rewards.append(terms)

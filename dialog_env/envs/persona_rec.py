@@ -66,7 +66,10 @@ class PersonaRecEnv(PersonaRecCore):
 
     A persona is drawn from the split (or from `persona_file`, or given as `options["persona"]`),
     a goal category with at least one acceptable item is drawn, and the user opens the dialogue
-    with its request.
+    with its request. `options["earlier"]` (with `options["persona"]`): facts this user told the
+    agent in earlier sessions (slot -> the persona's value); the user treats questions about them as
+    repeats, and the agent's references are checked against them too (`PersonaRecSessions-v0` passes
+    them between its sessions).
 
     ## Episode End
 
@@ -122,7 +125,7 @@ class PersonaRecEnv(PersonaRecCore):
 
     # -- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start a dialogue; see the class docstring for ``options`` (``persona``, ``goal``)."""
+        """Start a dialogue; see the class docstring for ``options`` (``persona``, ``goal``, ``earlier``)."""
         self._start(seed, options)
         info = {"action_mask": self.action_masks(), "turn": 0, "user_text": self._history[0][1]}
         if self.debug:

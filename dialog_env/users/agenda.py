@@ -83,6 +83,9 @@ class AgendaUser:
         self.decline_prob = cfg.decline_prob[traits["openness"]]
         self.volunteer_prob = cfg.volunteer_prob[traits["verbosity"]]
         self.acceptable = judge.acceptable_items
+        # A returning user remembers what it told the agent before: asked again, it repeats itself and
+        # loses patience as it does over a question repeated within a dialogue.
+        self.told_before: dict[str, str] = dict(getattr(judge, "earlier", {}))
         self.revealed = {}
         self.declined: set[str] = set()
         self.rejected: set[str] = set()
@@ -149,16 +152,20 @@ class AgendaUser:
             for ref in refs:
                 if values[ref.slot] == ref.value:
                     if ref.intent == A.CONFIRM:
-                        cost += self.revealed.get(ref.slot) == ref.value
+                        cost += self.revealed.get(ref.slot) == ref.value or self.told_before.get(ref.slot) == ref.value
                         out.append(DialogueAct(A.AFFIRM, ref.slot, ref.value))
                 else:
                     out += [DialogueAct(A.NEGATE, ref.slot, ref.value), self._fact(ref.slot)]
             if not recs:
                 for ask in asks[: self.config.max_answers]:
                     out += self._answer(ask.slot)
-                    cost += ask.slot in self.revealed or ask.slot in self.declined
+                    cost += ask.slot in self.revealed or ask.slot in self.declined or ask.slot in self.told_before
                 if out and out[-1].intent == A.INFORM and self.rng.random() < self.volunteer_prob:
-                    hidden = [s for s in self.world.slot_names if s not in self.revealed and s not in self.declined]
+                    hidden = [
+                        s
+                        for s in self.world.slot_names
+                        if s not in self.revealed and s not in self.declined and s not in self.told_before
+                    ]
                     hidden = [s for s in hidden if all(a.slot != s for a in out)]
                     if hidden:
                         out.append(self._fact(self.rng.choice(hidden)))
@@ -179,7 +186,7 @@ class AgendaUser:
         return rejection_reason(item, self.persona.values)
 
     def _answer(self, slot: str) -> list[DialogueAct]:
-        if slot in self.revealed:
+        if slot in self.revealed or slot in self.told_before:
             return [DialogueAct(A.REPEAT, slot), self._fact(slot)]
         # A declined slot stays declined: asking again only costs patience.
         if slot in self.declined or self.rng.random() < self.decline_prob:
