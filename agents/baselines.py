@@ -19,6 +19,8 @@ class ActAgent:
     """Base for agents that pick act-table ids; renders them as text in text mode."""
 
     name = "act"
+    remembers = False
+    """With a returning user (``PersonaRecSessions-v0``), keep what earlier sessions' trackers heard."""
 
     def reset(self, env: gym.Env | AgentView, seed: int | None = None) -> None:
         """Take the agent's view of the env (read-only tracker, act table, world)."""
@@ -26,11 +28,23 @@ class ActAgent:
         # Text actions unless the env takes act ids (DiscreteActsWrapper around the text env).
         self.text_mode = self.core.text_actions
         self.rng = np.random.default_rng(seed)
+        self.memory: dict[str, str] = {}
 
     def act(self, observation: Any, info: dict[str, Any]) -> int | str:
         """Choose an act id (or its utterance in text mode)."""
+        self.note_session(info)
         a = self.choose()
         return self.core.act_to_text(a) if self.text_mode else a
+
+    def note_session(self, info: dict[str, Any]) -> None:
+        """At a new session's first turn, remember what the last session's tracker heard (if the agent remembers)."""
+        if self.remembers and "session_heard" in info:
+            self.memory.update(info["session_heard"])
+
+    def known(self) -> dict[str, str]:
+        """Facts the agent holds: remembered from earlier sessions, then heard in this one."""
+        heard = self.core.tracker.known()
+        return {**self.memory, **heard} if self.memory else heard
 
     def choose(self) -> int:
         """The act id to take; subclasses implement it."""
@@ -79,10 +93,18 @@ class RuleAgent(ActAgent):
         """Next unasked slot, else the best-fitting item, else ``bye``."""
         core, t = self.core, self.core.tracker
         for s in core.world.slots:
-            if not (t.informed[s.index] or t.declined[s.index] or t.asked[s.index]):
+            if not (t.informed[s.index] or t.declined[s.index] or t.asked[s.index] or s.name in self.memory):
                 return core.act_table.ask(s.name)
-        item = self.best_item(t.known())
+        item = self.best_item(self.known())
         return core.act_table.recommend(item) if item else core.act_table.bye
+
+
+@register_agent("rule_memory")
+class RuleMemoryAgent(RuleAgent):
+    """The rule agent with a memory across sessions: it never re-asks what a returning user told it."""
+
+    name = "rule_memory"
+    remembers = True
 
 
 @register_agent("oracle")

@@ -50,7 +50,7 @@ class PlannerAgent(ActAgent):
         """The acts of the next turn: a recommendation, or the most useful questions."""
         core, t = self.core, self.core.tracker
         world = core.world
-        known = t.known()
+        known = self.known()
         rejected = {it.id for it in world.items if t.rejected[it.index]}
         cands = candidates(world, t.goal, known, rejected)
         if not cands:
@@ -64,7 +64,7 @@ class PlannerAgent(ActAgent):
         chance = acceptable.mean(axis=1)
         likeliest = items[int(np.argmax(chance))].id
         bar = self.confidence * (1.0 - core.turn / self.patience)
-        askable = [s.name for s in world.slots if not (t.informed[s.index] or t.declined[s.index])]
+        askable = [s.name for s in world.slots if not (t.informed[s.index] or t.declined[s.index] or s.name in known)]
         gain = value_of_asking(world, value_idx, acceptable, askable)
         useful = sorted(
             (s for s in gain if gain[s] > chance.max() + 1e-9), key=lambda s: (-gain[s], world.slot[s].index)
@@ -85,6 +85,15 @@ class PlannerAgent(ActAgent):
 
     def act(self, observation: Any, info: dict[str, Any]) -> int | str:
         """An act id, or in text mode the whole plan as one utterance."""
+        self.note_session(info)
         if self.text_mode:
             return self.core.acts_to_text(self.plan())  # type: ignore[attr-defined]
         return self.choose()
+
+
+@register_agent("planner_memory")
+class PlannerMemoryAgent(PlannerAgent):
+    """The planner with a memory across sessions: it plans with what a returning user told it before."""
+
+    name = "planner_memory"
+    remembers = True

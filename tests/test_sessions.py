@@ -200,3 +200,25 @@ def test_earlier_facts_are_the_envs_to_set_and_must_be_true():
         inner.reset(options={"persona": persona, "earlier": {slot: wrong}})
     with pytest.raises(ValueError, match="needs the 'persona' option"):
         inner.reset(options={"earlier": {slot: persona.values[slot]}})
+
+
+def test_agents_with_memory_never_re_ask_and_do_better_with_a_returning_user():
+    from agents import make_agent
+    from dialog_env.envs.sessions import SESSION_METRICS, evaluate_sessions
+
+    def run(spec):
+        return evaluate_sessions(lambda: make_agent(spec), split="test", episodes=30, sessions=3, seed=0)
+
+    rule, rule_memory = run("rule"), run("rule_memory")
+    assert len(rule) == 30 and all(len(r) == 3 and set(r[0]) == set(SESSION_METRICS) for r in rule)
+    # The first session is the same dialogue with or without memory.
+    assert [r[0] for r in rule] == [r[0] for r in rule_memory]
+    for later in (1, 2):
+        assert sum(r[later]["re_asks"] for r in rule_memory) == 0
+        assert sum(r[later]["re_asks"] for r in rule) > 30  # it asks again what it was told
+        mean = {name: np.mean([r[later]["return"] for r in rows]) for name, rows in (("m", rule_memory), ("r", rule))}
+        assert mean["m"] > mean["r"] + 10
+    # A random agent recommends against facts it was told before: the cross-session rate sees it.
+    rnd = evaluate_sessions(lambda: make_agent("random"), split="test", episodes=30, sessions=3, seed=0)
+    assert np.mean([r[2]["cross_contradiction_rate"] for r in rnd]) > 0.1
+    assert all(r[0]["cross_contradiction_rate"] == 0 for r in rnd)  # nothing earlier in a first session

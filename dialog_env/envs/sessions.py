@@ -72,8 +72,10 @@ class PersonaRecSessionsEnv(gym.Env):
     ## Info
 
     The inner env's keys, plus `session`, `sessions`, and at a session's end `session_outcome`,
-    `session_success` and (text mode) `session_messages`, the chat of the session that ended. The
-    persona is never in it (unless `debug=True`).
+    `session_success`, `session_heard` (what the agent's tracker heard in it: agent-side, what a
+    memory-carrying agent may keep, e.g. `rule_memory`, `planner_memory`) and, in text mode,
+    `session_messages` (the chat of the session that ended). The persona is never in it (unless
+    `debug=True`).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
@@ -140,7 +142,12 @@ class PersonaRecSessionsEnv(gym.Env):
         obs, reward, terminated, truncated, info = self.inner.step(action)
         if not (terminated or truncated):
             return self._observe(obs), reward, False, False, self._info(info)
-        info = {**info, "session_outcome": info["outcome"], "session_success": info["is_success"]}
+        info = {
+            **info,
+            "session_outcome": info["outcome"],
+            "session_success": info["is_success"],
+            "session_heard": self.inner.tracker.known(),  # agent-side: what the agent's tracker heard
+        }
         if self.mode == "text":
             info["session_messages"] = info["messages"]  # the chat of the session that ended
         self._told.update(self.inner.judge.revealed)
@@ -196,3 +203,74 @@ class PersonaRecSessionsEnv(gym.Env):
     def close(self) -> None:
         """Close the inner env."""
         self.inner.close()
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+SESSION_METRICS = ("success", "return", "turns", "asks", "re_asks", "cross_contradiction_rate")
+"""Per-session metrics of :func:`evaluate_sessions`: re-asks are questions about facts the user gave in an
+earlier session; the cross-session contradiction rate is the share of agent turns that contradict one."""
+
+
+def cross_session_contradictions(ctx: Any) -> int:
+    """References in a turn that contradict a fact the user gave in an *earlier* session."""
+    from dataclasses import replace
+
+    from rewards.builtin import consistency_counts
+
+    if not ctx.earlier:
+        return 0
+    return consistency_counts(
+        replace(ctx, revealed_before=ctx.earlier, before=ctx.before._replace(rejected=frozenset()))
+    )[1]
+
+
+def evaluate_sessions(
+    agent_factory: Any,
+    *,
+    split: str = "test",
+    episodes: int = 100,
+    sessions: int = 3,
+    seed: int = 0,
+    mode: str = "act",
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[list[dict[str, float]]]:
+    """Play ``episodes`` returning users; one row of per-session metrics per episode.
+
+    The agent is reset once per episode (on the inner env's view, the same object every session);
+    an agent that remembers (``remembers = True``) keeps what ``info["session_heard"]`` tells it at
+    each new session, a memoryless one starts every session from its tracker alone.
+
+    Returns:
+        ``rows[episode][session]`` -> ``{metric: value}`` over :data:`SESSION_METRICS`.
+    """
+    from dialog_env import acts as A
+
+    env = PersonaRecSessionsEnv(sessions=sessions, mode=mode, split=split, **(env_kwargs or {}))
+    rows = []
+    for ep in range(episodes):
+        agent = agent_factory()
+        obs, info = env.reset(seed=seed + ep)
+        agent.reset(env.inner, seed=seed + ep)
+        per = [dict.fromkeys(SESSION_METRICS, 0.0) for _ in range(sessions)]
+        contradicting = [0] * sessions
+        while True:
+            k = env.session
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+            ctx = env.inner.last_context  # this turn's, also when a new session started within the step
+            m = per[k]
+            m["return"] += reward
+            m["turns"] += 1
+            asks = [a for a in ctx.agent_acts if a.intent == A.ASK]
+            m["asks"] += len(asks)
+            m["re_asks"] += sum(a.slot in ctx.earlier for a in asks)
+            contradicting[k] += cross_session_contradictions(ctx) > 0
+            if "session_outcome" in info:
+                m["success"] = float(info["session_success"])
+            if terminated or truncated:
+                break
+        for k, m in enumerate(per):
+            m["cross_contradiction_rate"] = contradicting[k] / max(1.0, m["turns"])
+        rows.append(per)
+    env.close()
+    return rows
