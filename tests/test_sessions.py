@@ -222,3 +222,38 @@ def test_agents_with_memory_never_re_ask_and_do_better_with_a_returning_user():
     rnd = evaluate_sessions(lambda: make_agent("random"), split="test", episodes=30, sessions=3, seed=0)
     assert np.mean([r[2]["cross_contradiction_rate"] for r in rnd]) > 0.1
     assert all(r[0]["cross_contradiction_rate"] == 0 for r in rnd)  # nothing earlier in a first session
+
+
+def test_task_sets_are_disjoint_reproducible_and_play_their_goals(tmp_path):
+    from dialog_env.persona import PersonaError
+    from dialog_env.tasks import TASK_SETS, load_tasks, make_tasks, save_tasks
+
+    env = PersonaRecSessionsEnv(sessions=3, split="train")
+    world = env.world
+    sets = {name: make_tasks(world, name, 150, sessions=3, seed=1) for name in TASK_SETS}
+    combos = {name: {tuple(sorted(t.persona.values.items())) for t in ts} for name, ts in sets.items()}
+    assert not combos["meta_train"] & combos["meta_test"] and not combos["meta_train"] & combos["meta_valid"]
+    seen = {(s, v) for t in sets["meta_train"] for s, v in t.persona.values.items()}
+    assert all(any((s, v) not in seen for s, v in t.persona.values.items()) for t in sets["meta_test_unseen"])
+    assert make_tasks(world, "meta_test", 20, seed=1) == sets["meta_test"][:20]  # reproducible
+    assert all(len(set(t.goals)) == len(t.goals) or len(t.goals) > len(world.categories) for t in sets["meta_test"])
+    path = save_tasks(tmp_path / "tasks.jsonl", sets["meta_test"][:5])
+    assert load_tasks(path, world) == sets["meta_test"][:5]
+    (tmp_path / "bad.jsonl").write_text('{"values": {}, "traits": {}, "goals": ["spaceship"]}\n')
+    with pytest.raises(PersonaError, match=r"bad.jsonl:1: goals: unknown category 'spaceship'"):
+        load_tasks(tmp_path / "bad.jsonl", world)
+    with pytest.raises(ValueError, match="task_set: expected one of"):
+        make_tasks(world, "meta_everything", 3)
+    # A task plays its persona and its goals, session by session.
+    task = sets["meta_test"][0]
+    env.reset(seed=0, options={"task": task})
+    goals, persona = [env.inner.goal], env.inner.persona
+    while True:
+        _, _, terminated, truncated, info = env.step(env.inner.act_table.bye)
+        if terminated or truncated:
+            break
+        goals.append(env.inner.goal)
+        assert env.inner.persona == persona
+    assert tuple(goals) == task.goals and persona == task.persona
+    with pytest.raises(ValueError, match="2 goals for 3 sessions"):
+        env.reset(options={"task": {**task.to_dict(), "goals": list(task.goals[:2])}})

@@ -109,6 +109,7 @@ class PersonaRecSessionsEnv(gym.Env):
         self._goals: list[str] = []
         self._told: dict[str, str] = {}
         self._past: list[str] = []  # text mode: the earlier sessions' transcripts
+        self._task_goals = None
         self._over = True
 
     # -- the episode ------------------------------------------------------------------------------
@@ -123,11 +124,27 @@ class PersonaRecSessionsEnv(gym.Env):
         return self.inner.world
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        """Meet a new user; ``options`` as in ``PersonaRec-v0`` (``persona``, and ``goal`` of the first session)."""
+        """Meet a new user.
+
+        ``options``: ``persona`` and ``goal`` (of the first session) as in ``PersonaRec-v0``, or ``task`` (a
+        :class:`dialog_env.tasks.Task` or its dict: the persona and every session's goal).
+        """
         super().reset(seed=seed)
         options = dict(options or {})
         if "earlier" in options:
             raise ValueError("reset option 'earlier' is the env's to set between sessions; a new episode is a new user")
+        self._task_goals: tuple[str, ...] | None = None
+        if "task" in options:
+            from dialog_env.tasks import Task
+
+            if set(options) - {"task"}:
+                raise ValueError("reset option 'task' sets the persona and every goal; give it alone")
+            task = options.pop("task")
+            task = task if isinstance(task, Task) else Task.from_dict(task, self.inner.world)
+            if len(task.goals) < self.sessions:
+                raise ValueError(f"task: {len(task.goals)} goals for {self.sessions} sessions")
+            self._task_goals = task.goals
+            options = {"persona": task.persona, "goal": task.goals[0]}
         obs, info = self.inner.reset(seed=seed, options=options)
         self._persona = self.inner.persona
         self._goals = [self.inner.goal]
@@ -165,7 +182,9 @@ class PersonaRecSessionsEnv(gym.Env):
         return self._observe(obs), reward, False, False, self._info(info)
 
     def _next_goal(self) -> str:
-        """A goal of a category the persona can be satisfied in, new to this user if one is left."""
+        """The task's next goal, else a category the persona can be satisfied in, new to this user if one is left."""
+        if self._task_goals is not None:
+            return self._task_goals[self._session]
         world, inner = self.inner.world, self.inner
         ok = world.acceptable_mask(world.value_indices(self._persona.values))
         cats = [world.categories[i].id for i in sorted(set(world.item_category[ok].tolist()))]
