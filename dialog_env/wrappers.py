@@ -140,3 +140,50 @@ class RewardTermStats(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if terminated or truncated:
             info["episode_reward_terms"] = dict(self._sums)
         return obs, reward, terminated, truncated, info
+
+
+class PreviousActionReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """RL²'s observation: the env's vector, then the previous action (one-hot) and the previous reward.
+
+    With them a recurrent policy can tell what it did and how it went, and so adapt within an episode
+    (several sessions with one user, ``PersonaRecSessions-v0``). Both are zero after a reset. The
+    reward is scaled by ``reward_scale`` and clipped to [-1, 1].
+
+    Args:
+        env: An env with a ``Box`` observation and a ``Discrete`` action space.
+        reward_scale: The reward that maps to 1.
+    """
+
+    def __init__(self, env: gym.Env, reward_scale: float = 20.0) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, reward_scale=reward_scale)
+        gym.Wrapper.__init__(self, env)
+        if not isinstance(env.observation_space, spaces.Box) or not isinstance(env.action_space, spaces.Discrete):
+            raise ValueError(
+                "PreviousActionReward needs a Box observation and a Discrete action space, got "
+                f"{env.observation_space} and {env.action_space}"
+            )
+        if not reward_scale > 0:
+            raise ValueError(f"reward_scale must be positive, got {reward_scale!r}")
+        self.reward_scale = float(reward_scale)
+        self.n = int(env.action_space.n)
+        box = env.observation_space
+        low = np.concatenate([box.low.ravel(), np.zeros(self.n, np.float32), [-1.0]]).astype(np.float32)
+        high = np.concatenate([box.high.ravel(), np.ones(self.n, np.float32), [1.0]]).astype(np.float32)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+
+    def _extend(self, obs: np.ndarray, action: int | None, reward: float) -> np.ndarray:
+        extra = np.zeros(self.n + 1, dtype=np.float32)
+        if action is not None:
+            extra[int(action)] = 1.0
+            extra[-1] = np.clip(reward / self.reward_scale, -1.0, 1.0)
+        return np.concatenate([np.asarray(obs, dtype=np.float32).ravel(), extra])
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        """The env's first observation, with no previous action or reward."""
+        obs, info = self.env.reset(**kwargs)
+        return self._extend(obs, None, 0.0), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Step; the observation carries this action and its reward."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._extend(obs, action, float(reward)), reward, terminated, truncated, info

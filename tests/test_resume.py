@@ -31,7 +31,10 @@ class Crash(RuntimeError):
 
 def sb3_config(algo: str) -> TrainConfig:
     hp = {"n_steps": 64, "batch_size": 64, "n_epochs": 2} if algo != "dqn" else {"learning_starts": 64}
+    # RL² on returning users: the LSTM's state mid-episode must survive the resume too.
+    rl2 = {"env_id": "dialog_env/PersonaRecSessions-v0", "previous_action_reward": True}
     return TrainConfig(
+        **(rl2 if algo == "recurrent_ppo" else {}),
         algo=algo,
         total_timesteps=1024,
         n_envs=2,
@@ -68,10 +71,10 @@ def evals(run: Path) -> list[tuple[int, float, float]]:
 def sb3_reference(tmp_path_factory):
     """Uninterrupted runs, one per algorithm, to compare resumed runs with."""
     root = tmp_path_factory.mktemp("reference")
-    return {algo: sb3_train.train(sb3_config(algo), root / algo) for algo in ("maskable_ppo", "dqn")}
+    return {algo: sb3_train.train(sb3_config(algo), root / algo) for algo in ("maskable_ppo", "dqn", "recurrent_ppo")}
 
 
-@pytest.mark.parametrize("algo", ["maskable_ppo", "dqn"])
+@pytest.mark.parametrize("algo", ["maskable_ppo", "dqn", "recurrent_ppo"])
 def test_sb3_resume_after_a_crash_is_the_uninterrupted_run(sb3_reference, tmp_path, monkeypatch, algo):
     run = tmp_path / "run"
     crash_at(monkeypatch, 700)  # after the checkpoint at ~300-384 and evaluations past it

@@ -154,3 +154,46 @@ def test_subprocess_vec_env_and_cli_entry_point(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run_dir / "final_model.zip").is_file()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["vec_env"] == "subproc"
+
+
+def test_rl2_on_returning_users_trains_evaluates_per_session_and_loads(tmp_path):
+    """RecurrentPPO with the previous action and reward in the observation on PersonaRecSessions-v0."""
+    from dialog_env.envs.sessions import evaluate_sessions
+
+    run_dir = tmp_path / "rl2"
+    cmd = [
+        sys.executable, str(ROOT / "scripts" / "train_sb3.py"), "--algo", "recurrent_ppo",
+        "--env-id", "dialog_env/PersonaRecSessions-v0", "--previous-action-reward", "--sessions", "2",
+        "--total-timesteps", "512", "--n-envs", "2", "--eval-freq", "256", "--checkpoint-freq", "256",
+        "--eval-episodes", "3", "--run-dir", str(run_dir), "--no-progress-bar",
+        "--hp", "n_steps=64", "--hp", "batch_size=64",
+    ]  # fmt: skip
+    r = run(cmd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"success", "return", "re_asks", "contradiction_rate"} <= set(metrics["evals"][-1])
+    assert set(metrics["references"]) == {"rule", "rule_memory"}
+    model = load_model(run_dir)
+    assert type(model).__name__ == "RecurrentPPO"
+    rows = evaluate_sessions(lambda: SB3Agent(model), split="test", episodes=2, sessions=2, previous_action_reward=True)
+    assert len(rows) == 2 and all(len(r) == 2 for r in rows)
+
+
+def test_previous_action_reward_wrapper():
+    import gymnasium as gym
+    import numpy as np
+    from gymnasium.utils.env_checker import check_env
+
+    from dialog_env.wrappers import PreviousActionReward
+
+    env = PreviousActionReward(gym.make("dialog_env/PersonaRecSessions-v0", split="train").unwrapped)
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    n = env.action_space.n
+    assert obs.shape == (env.env.observation_space.shape[0] + n + 1,) and not obs[-n - 1 :].any()
+    action = int(np.flatnonzero(info["action_mask"])[0])
+    obs, reward, *_ = env.step(action)
+    assert obs[-n - 1 + action] == 1.0 and obs[-n - 1 : -1].sum() == 1.0
+    assert obs[-1] == pytest.approx(np.clip(reward / 20.0, -1, 1))
+    with pytest.raises(ValueError, match="needs a Box observation and a Discrete action space"):
+        PreviousActionReward(gym.make("dialog_env/PersonaRecText-v0"))

@@ -90,18 +90,33 @@ class EvalAndCheckpoint(BaseCallback):
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Evaluate the current policy; log ``eval/*``; save ``best_model.zip`` on a new best return."""
         cfg = self.cfg
-        records = evaluate(
-            lambda: SB3Agent(self.model),
-            split=cfg.eval_split,
-            episodes=cfg.eval_episodes,
-            seed=10_000,  # fixed evaluation personas: evaluations are comparable
-            mode="text" if cfg.env_id.endswith("Text-v0") else "act",
-            env_kwargs=cfg.env_kwargs(),
-        )
-        summary = summarize(records)
-        for m in METRICS:
-            self.logger.record(f"eval/{m}", summary[m]["mean"])
-        row = {"num_timesteps": int(self.num_timesteps), "time": time.time(), **{m: summary[m] for m in METRICS}}
+        if cfg.sessions_env:
+            from dialog_env.envs.sessions import evaluate_sessions, summarize_sessions_run
+
+            summary = summarize_sessions_run(
+                evaluate_sessions(
+                    lambda: SB3Agent(self.model),
+                    split=cfg.eval_split,
+                    episodes=cfg.eval_episodes,
+                    seed=10_000,
+                    env_kwargs=cfg.env_kwargs(),
+                    previous_action_reward=cfg.previous_action_reward,
+                )
+            )
+        else:
+            records = evaluate(
+                lambda: SB3Agent(self.model),
+                split=cfg.eval_split,
+                episodes=cfg.eval_episodes,
+                seed=10_000,  # fixed evaluation personas: evaluations are comparable
+                mode="text" if cfg.env_id.endswith("Text-v0") else "act",
+                env_kwargs=cfg.env_kwargs(),
+            )
+            summary = summarize(records)
+            summary = {m: summary[m] for m in METRICS}
+        for m, v in summary.items():
+            self.logger.record(f"eval/{m}", v["mean"])
+        row = {"num_timesteps": int(self.num_timesteps), "time": time.time(), **summary}
         self.metrics["evals"].append(row)
         best = self.metrics.get("best")
         if best is None or summary["return"]["mean"] > best["return"]["mean"]:

@@ -8,7 +8,8 @@ A checkpoint at ``n`` env steps is a set of files in ``checkpoints/``:
 - ``step_<n>.best.zip``: ``best_model.zip`` as it was then (a hard link where the file system has
   them), so a resume never keeps a best model from the discarded part of the run;
 - ``step_<n>.state.pkl``, written last: the training envs (each pickled, mid-episode), the random
-  number generators and ``metrics.json`` as it was then. Its presence marks the checkpoint complete.
+  number generators, a recurrent policy's LSTM states (which SB3 leaves out of its zip) and
+  ``metrics.json`` as it was then. Its presence marks the checkpoint complete.
 
 Checkpoints are taken at rollout boundaries (after an update, before the next rollout), so a
 resumed run repeats no update and loses none: it continues exactly where the checkpoint was and
@@ -139,6 +140,22 @@ def _rng_state(model: BaseAlgorithm) -> dict[str, Any]:
     }
 
 
+_RUNTIME = ("_last_lstm_states",)
+"""Attributes SB3 leaves out of its zip that a resume mid-episode needs (RecurrentPPO's LSTM states)."""
+
+
+def _runtime_state(model: BaseAlgorithm) -> dict[str, Any]:
+    import copy
+
+    return {k: copy.deepcopy(getattr(model, k)) for k in _RUNTIME if getattr(model, k, None) is not None}
+
+
+def restore_runtime(model: BaseAlgorithm, state: dict[str, Any]) -> None:
+    """Put back what :func:`save_checkpoint` kept beside the zip (the envs' LSTM states of a recurrent policy)."""
+    for k, v in state.get("runtime", {}).items():
+        setattr(model, k, v)
+
+
 def restore_rng(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     """Put back the generators :func:`save_checkpoint` recorded (after SB3's ``load`` reseeded them)."""
     import torch
@@ -192,6 +209,7 @@ def save_checkpoint(model: BaseAlgorithm, venv: VecEnv, run_dir: Path, metrics: 
         "envs": _snapshot_envs(venv),
         "rng": _rng_state(model),
         "metrics": metrics,
+        "runtime": _runtime_state(model),
     }
     atomic_write_bytes(folder / f"step_{step}.state.pkl", pickle.dumps(state))  # last: marks it complete
     scan = scan_checkpoints(run_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sb3_contrib import MaskablePPO
+from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
@@ -19,7 +19,13 @@ import dialog_env
 from dialog_env.persona import SPLITS
 from rewards.compose import reward_specs_from_config
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
+ALGOS: dict[str, type[BaseAlgorithm]] = {
+    "ppo": PPO,
+    "a2c": A2C,
+    "dqn": DQN,
+    "maskable_ppo": MaskablePPO,
+    "recurrent_ppo": RecurrentPPO,
+}
 VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
 HYPERPARAMS_DIR = Path(__file__).parent.parent / "hyperparams"
 _EXTRA_KEYS = {"n_envs", "policy"}
@@ -62,6 +68,10 @@ class TrainConfig:
     """checkpoint every this many env steps"""
     keep_checkpoints: int = 3
     """most recent checkpoints kept on disk"""
+    sessions: int = 3
+    """sessions per returning user (the PersonaRecSessions envs only)"""
+    previous_action_reward: bool = False
+    """append the previous action (one-hot) and reward to the observation (RL²; act-id envs)"""
     noise: float = 0.0
     """semantic error rate of the user channel during training and evaluation"""
     user: str = "agenda"
@@ -83,9 +93,13 @@ class TrainConfig:
         dialog_env.ENV_IDS  # noqa: B018 - the import registers the environments
         if self.algo not in ALGOS:
             raise ConfigError(f"algo: unknown algorithm {self.algo!r}; expected one of {list(ALGOS)}")
-        if self.env_id not in dialog_env.ENV_IDS:
+        env_ids = [*dialog_env.ENV_IDS, *dialog_env.SESSION_ENV_IDS]
+        if self.env_id not in env_ids:
+            raise ConfigError(f"env_id: unknown environment {self.env_id!r}; expected one of {env_ids}")
+        if self.env_id == "dialog_env/PersonaRecSessionsText-v0":
             raise ConfigError(
-                f"env_id: unknown environment {self.env_id!r}; expected one of {list(dialog_env.ENV_IDS)}"
+                "env_id: SB3 trains on the act-mode sessions env, dialog_env/PersonaRecSessions-v0 "
+                "(the text one's observation is the transcripts)"
             )
         if self.vec_env not in VEC_ENVS:
             raise ConfigError(f"vec_env: expected one of {list(VEC_ENVS)}, got {self.vec_env!r}")
@@ -99,6 +113,7 @@ class TrainConfig:
             "checkpoint_freq",
             "keep_checkpoints",
             "torch_threads",
+            "sessions",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -112,9 +127,16 @@ class TrainConfig:
         check_user_spec(self.user, ConfigError)
         self.reward_weights = reward_specs_from_config(self.reward_weights, error=ConfigError)
 
+    @property
+    def sessions_env(self) -> bool:
+        """Whether the run trains on returning users (``PersonaRecSessions-v0``)."""
+        return self.env_id in dialog_env.SESSION_ENV_IDS
+
     def env_kwargs(self) -> dict[str, Any]:
-        """Env kwargs every env of the run gets (noise, user, reward specs)."""
+        """Env kwargs every env of the run gets (noise, user, reward specs; sessions)."""
         kw: dict[str, Any] = {"noise": self.noise}
+        if self.sessions_env:
+            kw["sessions"] = self.sessions
         if self.user != "agenda":
             kw["user"] = self.user
         if self.reward_weights is not None:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import yaml
-from sb3_contrib import MaskablePPO
+from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -32,10 +33,13 @@ class SB3Agent:
     def __init__(self, model: BaseAlgorithm | str | Path, algo: str | None = None) -> None:
         self.model = model if isinstance(model, BaseAlgorithm) else load_model(model, algo)
         self.masked = isinstance(self.model, MaskablePPO)
+        self.recurrent = isinstance(self.model, RecurrentPPO)
 
     def reset(self, env: gym.Env | AgentView, seed: int | None = None) -> None:
-        """Take the agent's view (the policies are feed-forward: nothing else to reset)."""
+        """Take the agent's view; a recurrent policy starts from a fresh state (once per episode)."""
         self.core = agent_view(env)
+        self._state: Any = None
+        self._episode_start = True
         self.text_mode = self.core.text_actions
         self.encoder = None
         if self.text_mode:
@@ -49,7 +53,12 @@ class SB3Agent:
         kwargs = {}
         if self.masked:
             kwargs["action_masks"] = self.core.action_masks() if self.text_mode else info["action_mask"]
-        action, _ = self.model.predict(obs, deterministic=True, **kwargs)
+        if self.recurrent:
+            kwargs = {"state": self._state, "episode_start": np.array([self._episode_start])}
+            self._episode_start = False
+        action, state = self.model.predict(obs, deterministic=True, **kwargs)
+        if self.recurrent:
+            self._state = state
         a = int(action)
         return self.core.act_to_text(a) if self.text_mode else a
 

@@ -19,13 +19,20 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.sb3.callbacks import EvalAndCheckpoint, RewardTermLogger, write_metrics
-from agents.sb3.checkpoints import atomic_save_model, clean_run, load_state, restore_best_model, restore_rng
+from agents.sb3.checkpoints import (
+    atomic_save_model,
+    clean_run,
+    load_state,
+    restore_best_model,
+    restore_rng,
+    restore_runtime,
+)
 from agents.sb3.config import ALGOS, VEC_ENVS, ConfigError, TrainConfig, load_hyperparams, parse_overrides
 from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
 from dialog_env.evaluation import evaluate, summarize
 from dialog_env.interrupt import TrainingInterrupted, stop_on_signals
 from dialog_env.io import atomic_write_text
-from dialog_env.wrappers import DiscreteActsWrapper, RewardTermStats
+from dialog_env.wrappers import DiscreteActsWrapper, PreviousActionReward, RewardTermStats
 
 # -- environments ------------------------------------------------------------------------------
 
@@ -40,10 +47,13 @@ class Snapshot(gym.Wrapper):
         return cloudpickle.dumps(self)
 
 
-def _wrap_for_sb3(env: gym.Env) -> gym.Env:
+def _wrap_for_sb3(env: gym.Env, previous_action_reward: bool = False) -> gym.Env:
     if isinstance(env.action_space, gym.spaces.Text):
         env = DiscreteActsWrapper(env)
-    return Snapshot(RewardTermStats(env))
+    env = RewardTermStats(env)
+    if previous_action_reward:
+        env = PreviousActionReward(env)
+    return Snapshot(env)
 
 
 def make_train_env(cfg: TrainConfig, n_envs: int, seed: int, snapshots: Sequence[bytes] | None = None) -> VecEnv:
@@ -65,7 +75,7 @@ def make_train_env(cfg: TrainConfig, n_envs: int, seed: int, snapshots: Sequence
         n_envs=n_envs,
         seed=seed,
         env_kwargs={"split": cfg.split, "render_mode": None, **cfg.env_kwargs()},
-        wrapper_class=_wrap_for_sb3,
+        wrapper_class=functools.partial(_wrap_for_sb3, previous_action_reward=cfg.previous_action_reward),
         vec_env_cls=VEC_ENVS[cfg.vec_env],
     )
 
@@ -79,9 +89,19 @@ def run_name(cfg: TrainConfig) -> str:
 
 
 def _baseline_references(cfg: TrainConfig) -> dict[str, dict[str, float]]:
-    from agents.baselines import OracleAgent, RuleAgent
+    from agents.baselines import OracleAgent, RuleAgent, RuleMemoryAgent
 
     refs = {}
+    if cfg.sessions_env:
+        from dialog_env.envs.sessions import evaluate_sessions, summarize_sessions_run
+
+        for name, cls in (("rule", RuleAgent), ("rule_memory", RuleMemoryAgent)):
+            rows = evaluate_sessions(
+                cls, split=cfg.eval_split, episodes=cfg.eval_episodes, seed=10_000, env_kwargs=cfg.env_kwargs()
+            )
+            s = summarize_sessions_run(rows)
+            refs[name] = {"success": s["success"]["mean"], "return": s["return"]["mean"]}
+        return refs
     for name, cls in (("rule", RuleAgent), ("oracle", OracleAgent)):
         s = summarize(
             evaluate(cls, split=cfg.eval_split, episodes=cfg.eval_episodes, seed=10_000, env_kwargs=cfg.env_kwargs())
@@ -200,6 +220,7 @@ def _learn(
             if isinstance(algo, OffPolicyAlgorithm) and buffer.is_file():
                 algo.load_replay_buffer(buffer)
             restore_rng(algo, state["rng"])  # type: ignore[index]  # after load, which reseeds
+            restore_runtime(algo, state)  # type: ignore[arg-type]
         evaluator = EvalAndCheckpoint(cfg, run, metrics)
         remaining = max(0, cfg.total_timesteps - algo.num_timesteps)
         with stop_on_signals():

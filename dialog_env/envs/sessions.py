@@ -253,30 +253,37 @@ def evaluate_sessions(
     seed: int = 0,
     mode: str = "act",
     env_kwargs: dict[str, Any] | None = None,
+    previous_action_reward: bool = False,
 ) -> list[list[dict[str, float]]]:
     """Play ``episodes`` returning users; one row of per-session metrics per episode.
 
     The agent is reset once per episode (on the inner env's view, the same object every session);
     an agent that remembers (``remembers = True``) keeps what ``info["session_heard"]`` tells it at
     each new session, a memoryless one starts every session from its tracker alone.
+    ``previous_action_reward`` gives the agent RL²'s observation
+    (:class:`dialog_env.wrappers.PreviousActionReward`), as a policy trained with it needs.
 
     Returns:
         ``rows[episode][session]`` -> ``{metric: value}`` over :data:`SESSION_METRICS`.
     """
     from dialog_env import acts as A
+    from dialog_env.wrappers import PreviousActionReward
 
-    env = PersonaRecSessionsEnv(sessions=sessions, mode=mode, split=split, **(env_kwargs or {}))
+    kwargs = {"sessions": sessions, **(env_kwargs or {})}  # a run's env kwargs may set the session count
+    base = PersonaRecSessionsEnv(mode=mode, split=split, **kwargs)
+    sessions = base.sessions
+    env: gym.Env = PreviousActionReward(base) if previous_action_reward else base
     rows = []
     for ep in range(episodes):
         agent = agent_factory()
         obs, info = env.reset(seed=seed + ep)
-        agent.reset(env.inner, seed=seed + ep)
+        agent.reset(base.inner, seed=seed + ep)
         per = [dict.fromkeys(SESSION_METRICS, 0.0) for _ in range(sessions)]
         contradicting = [0] * sessions
         while True:
-            k = env.session
+            k = base.session
             obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
-            ctx = env.inner.last_context  # this turn's, also when a new session started within the step
+            ctx = base.inner.last_context  # this turn's, also when a new session started within the step
             m = per[k]
             m["return"] += reward
             m["turns"] += 1
@@ -293,3 +300,25 @@ def evaluate_sessions(
         rows.append(per)
     env.close()
     return rows
+
+
+def summarize_sessions_run(rows: list[list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """One summary over whole episodes (training curves): ``{metric: {"mean", "ci95"}}``.
+
+    ``success`` is the share of successful sessions, ``return`` and ``turns`` are per episode (all
+    sessions), ``contradiction_rate`` is the cross-session rate over later sessions, ``re_asks`` per episode.
+    """
+    from dialog_env.evaluation import mean_ci
+
+    def ci(values: list[float]) -> dict[str, float]:
+        mean, half = mean_ci(values)
+        return {"mean": mean, "ci95": half}
+
+    later = [r[1:] for r in rows]
+    return {
+        "success": ci([sum(s["success"] for s in r) / len(r) for r in rows]),
+        "return": ci([sum(s["return"] for s in r) for r in rows]),
+        "turns": ci([sum(s["turns"] for s in r) for r in rows]),
+        "re_asks": ci([sum(s["re_asks"] for s in r) for r in rows]),
+        "contradiction_rate": ci([sum(s["cross_contradiction_rate"] for s in r) / max(1, len(r)) for r in later]),
+    }
