@@ -34,6 +34,19 @@ def summarize_sessions(rows: list[list[dict[str, float]]]) -> list[dict[str, dic
     return out
 
 
+def _rl2(spec: str) -> bool:
+    """Whether an ``sb3:<run>`` agent was trained with the previous action and reward in its observation."""
+    if not spec.startswith("sb3:"):
+        return False
+    import yaml
+
+    path = Path(spec[4:])
+    for folder in [path, *list(path.parents)[:3]]:
+        if (folder / "config.yaml").is_file():
+            return bool((yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("previous_action_reward"))
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Evaluate the agents; print and optionally write the tables."""
     from agents import make_agent
@@ -61,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             sessions=args.sessions,
             seed=args.seed,
             mode=args.mode,
+            previous_action_reward=_rl2(spec),
         )
         results[label] = summarize_sessions(rows)
         print(f"{label}: done", file=sys.stderr, flush=True)
