@@ -14,15 +14,17 @@ Only personas that can be satisfied -- at least one item they would accept exist
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 from dialog_env.io import atomic_write_jsonl
 from dialog_env.world import TRAIT_NAMES, World
+
+T = TypeVar("T")
 
 SPLITS = ("train", "valid", "test", "test_unseen")
 _SPLIT_BUCKETS = {"train": range(0, 8), "valid": range(8, 9), "test": range(9, 10)}
@@ -225,6 +227,16 @@ def load_personas(path: str | Path, world: World) -> list[Persona]:
         PersonaError: The file is missing, a line is not JSON, or a persona is invalid; the
             message names the file, the line and the field.
     """
+    return load_rows(path, lambda row: Persona.from_dict(row, world), "personas")
+
+
+def load_rows(path: str | Path, parse: Callable[[Any], T], what: str) -> list[T]:
+    """Read a JSONL file, one ``parse(row)`` a line (blank lines skipped).
+
+    Raises:
+        PersonaError: The file cannot be read, a line is not JSON, ``parse`` raises ``PersonaError``
+            (the message gains the file and line), or the file holds no rows.
+    """
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -239,11 +251,11 @@ def load_personas(path: str | Path, world: World) -> list[Persona]:
         except json.JSONDecodeError as e:
             raise PersonaError(f"{path}:{n}: not valid JSON: {e.msg}") from e
         try:
-            out.append(Persona.from_dict(row, world))
+            out.append(parse(row))
         except PersonaError as e:
             raise PersonaError(f"{path}:{n}: {e}") from e
     if not out:
-        raise PersonaError(f"{path}: no personas in file")
+        raise PersonaError(f"{path}: no {what} in file")
     return out
 
 

@@ -8,7 +8,6 @@ plays in ``PersonaRecSessions-v0`` with ``reset(options={"task": task})``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dialog_env.io import atomic_write_jsonl
-from dialog_env.persona import Persona, PersonaError, PersonaSampler, coerce_persona
+from dialog_env.persona import Persona, PersonaError, PersonaSampler, coerce_persona, load_rows
 from dialog_env.world import World
 
 TASK_SETS = {"meta_train": "train", "meta_valid": "valid", "meta_test": "test", "meta_test_unseen": "test_unseen"}
@@ -94,21 +93,4 @@ def load_tasks(path: str | Path, world: World) -> list[Task]:
     Raises:
         PersonaError: Unreadable file, a line that is not JSON, or an invalid task (file and line named).
     """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise PersonaError(f"{path}: cannot read: {e.strerror or e}") from e
-    out = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(Task.from_dict(json.loads(line), world))
-        except json.JSONDecodeError as e:
-            raise PersonaError(f"{path}:{n}: not valid JSON: {e.msg}") from e
-        except PersonaError as e:
-            raise PersonaError(f"{path}:{n}: {e}") from e
-    if not out:
-        raise PersonaError(f"{path}: no tasks in file")
-    return out
+    return load_rows(path, lambda row: Task.from_dict(row, world), "tasks")
