@@ -187,3 +187,38 @@ class PreviousActionReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Step; the observation carries this action and its reward."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         return self._extend(obs, action, float(reward)), reward, terminated, truncated, info
+
+
+class ActionMaskObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Appends the env's action mask (0/1) to a ``Box`` observation, for policies that read it there.
+
+    ``agents.sb3.recurrent.MaskedLstmPolicy`` takes the last ``n`` entries as the mask.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        if not isinstance(env.observation_space, spaces.Box) or not isinstance(env.action_space, spaces.Discrete):
+            raise ValueError(
+                "ActionMaskObservation needs a Box observation and a Discrete action space, got "
+                f"{env.observation_space} and {env.action_space}"
+            )
+        self.n = int(env.action_space.n)
+        box = env.observation_space
+        low = np.concatenate([box.low.ravel(), np.zeros(self.n, np.float32)]).astype(np.float32)
+        high = np.concatenate([box.high.ravel(), np.ones(self.n, np.float32)]).astype(np.float32)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+
+    def _extend(self, obs: np.ndarray) -> np.ndarray:
+        mask = np.asarray(self.env.get_wrapper_attr("action_masks")(), dtype=np.float32)
+        return np.concatenate([np.asarray(obs, dtype=np.float32).ravel(), mask])
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        """The first observation, with the mask."""
+        obs, info = self.env.reset(**kwargs)
+        return self._extend(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Step; the observation ends with the next turn's mask."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._extend(obs), reward, terminated, truncated, info

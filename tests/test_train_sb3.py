@@ -174,7 +174,18 @@ def test_rl2_on_returning_users_trains_evaluates_per_session_and_loads(tmp_path)
     assert {"success", "return", "re_asks", "contradiction_rate"} <= set(metrics["evals"][-1])
     assert set(metrics["references"]) == {"rule", "rule_memory"}
     model = load_model(run_dir)
-    assert type(model).__name__ == "RecurrentPPO"
+    assert type(model).__name__ == "RecurrentPPO" and type(model.policy).__name__ == "MaskedLstmPolicy"
+    # The policy reads the mask from the observation's tail and never picks a masked act.
+    import numpy as np
+
+    n = model.action_space.n
+    for allowed in (3, n - 1):
+        obs = np.random.default_rng(allowed).random(model.observation_space.shape, dtype=np.float32)
+        obs[-n:] = 0.0
+        obs[-n + allowed] = 1.0
+        for deterministic in (True, False):
+            action, _ = model.predict(obs, episode_start=np.array([True]), deterministic=deterministic)
+            assert int(action) == allowed
     rows = evaluate_sessions(lambda: SB3Agent(model), split="test", episodes=2, sessions=2, previous_action_reward=True)
     assert len(rows) == 2 and all(len(r) == 2 for r in rows)
 

@@ -34,6 +34,9 @@ class SB3Agent:
         self.model = model if isinstance(model, BaseAlgorithm) else load_model(model, algo)
         self.masked = isinstance(self.model, MaskablePPO)
         self.recurrent = isinstance(self.model, RecurrentPPO)
+        from agents.sb3.recurrent import MaskedLstmPolicy
+
+        self.mask_in_observation = isinstance(self.model.policy, MaskedLstmPolicy)
 
     def reset(self, env: gym.Env | AgentView, seed: int | None = None) -> None:
         """Take the agent's view; a recurrent policy starts from a fresh state (once per episode)."""
@@ -50,6 +53,10 @@ class SB3Agent:
     def act(self, observation: Any, info: dict[str, Any]) -> int | str:
         """The model's deterministic action (rendered as text in the text env)."""
         obs = self.encoder() if self.encoder is not None else observation
+        if self.mask_in_observation:  # the policy reads the mask where training put it: after the observation
+            obs = np.concatenate(
+                [np.asarray(obs, dtype=np.float32).ravel(), self.core.action_masks().astype(np.float32)]
+            )
         kwargs = {}
         if self.masked:
             kwargs["action_masks"] = self.core.action_masks() if self.text_mode else info["action_mask"]

@@ -28,11 +28,12 @@ from agents.sb3.checkpoints import (
     restore_runtime,
 )
 from agents.sb3.config import ALGOS, VEC_ENVS, ConfigError, TrainConfig, load_hyperparams, parse_overrides
+from agents.sb3.recurrent import POLICIES
 from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
 from dialog_env.evaluation import evaluate, summarize
 from dialog_env.interrupt import TrainingInterrupted, stop_on_signals
 from dialog_env.io import atomic_write_text
-from dialog_env.wrappers import DiscreteActsWrapper, PreviousActionReward, RewardTermStats
+from dialog_env.wrappers import ActionMaskObservation, DiscreteActsWrapper, PreviousActionReward, RewardTermStats
 
 # -- environments ------------------------------------------------------------------------------
 
@@ -47,16 +48,24 @@ class Snapshot(gym.Wrapper):
         return cloudpickle.dumps(self)
 
 
-def _wrap_for_sb3(env: gym.Env, previous_action_reward: bool = False) -> gym.Env:
+def _wrap_for_sb3(env: gym.Env, previous_action_reward: bool = False, mask_in_observation: bool = False) -> gym.Env:
     if isinstance(env.action_space, gym.spaces.Text):
         env = DiscreteActsWrapper(env)
     env = RewardTermStats(env)
     if previous_action_reward:
         env = PreviousActionReward(env)
+    if mask_in_observation:
+        env = ActionMaskObservation(env)
     return Snapshot(env)
 
 
-def make_train_env(cfg: TrainConfig, n_envs: int, seed: int, snapshots: Sequence[bytes] | None = None) -> VecEnv:
+def make_train_env(
+    cfg: TrainConfig,
+    n_envs: int,
+    seed: int,
+    snapshots: Sequence[bytes] | None = None,
+    mask_in_observation: bool = False,
+) -> VecEnv:
     """Vectorised, monitored training envs (text envs get :class:`DiscreteActsWrapper`).
 
     Args:
@@ -64,6 +73,7 @@ def make_train_env(cfg: TrainConfig, n_envs: int, seed: int, snapshots: Sequence
         n_envs: Parallel envs.
         seed: Seed of the first env (SB3 seeds env ``i`` with ``seed + i``).
         snapshots: Pickled envs of a checkpoint; they continue their dialogues instead of new envs.
+        mask_in_observation: Append the action mask to observations (a policy that reads it there).
     """
     if snapshots is not None:
         import cloudpickle
@@ -75,7 +85,11 @@ def make_train_env(cfg: TrainConfig, n_envs: int, seed: int, snapshots: Sequence
         n_envs=n_envs,
         seed=seed,
         env_kwargs={"split": cfg.split, "render_mode": None, **cfg.env_kwargs()},
-        wrapper_class=functools.partial(_wrap_for_sb3, previous_action_reward=cfg.previous_action_reward),
+        wrapper_class=functools.partial(
+            _wrap_for_sb3,
+            previous_action_reward=cfg.previous_action_reward,
+            mask_in_observation=mask_in_observation,
+        ),
         vec_env_cls=VEC_ENVS[cfg.vec_env],
     )
 
@@ -196,11 +210,14 @@ def _learn(
     n_envs = cfg.n_envs or int(hp.pop("n_envs", 1))
     hp.pop("n_envs", None)
     policy = hp.pop("policy", "MlpPolicy")
+    policy = POLICIES.get(policy, policy)
     done = int(metrics.get("num_timesteps", 0))
     snapshots = state["envs"] if state else None
     # Without env snapshots (an env that cannot be pickled) a resumed run gets fresh env seeds,
     # offset by the steps done, so it does not replay the start.
-    venv = make_train_env(cfg, n_envs, seed=cfg.seed + done, snapshots=snapshots)
+    venv = make_train_env(
+        cfg, n_envs, seed=cfg.seed + done, snapshots=snapshots, mask_in_observation=policy in POLICIES.values()
+    )
     algo_cls = ALGOS[cfg.algo]
     try:
         if checkpoint is None:
