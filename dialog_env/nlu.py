@@ -134,7 +134,26 @@ def _dedupe(acts: list[DialogueAct]) -> tuple[DialogueAct, ...]:
     return tuple(dict.fromkeys(acts))
 
 
-class AgentNLU:
+class _MemoisedParser:
+    """A parser whose results are memoised (``_memoise`` builds the caches); pickled without them."""
+
+    def __init__(self, lexicon: Lexicon, cache_size: int = 1 << 16) -> None:
+        self.lexicon, self.cache_size = lexicon, cache_size
+        self._memoise()
+
+    def _memoise(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the memos (an env snapshot in a checkpoint); they are rebuilt empty on load."""
+        return {"lexicon": self.lexicon, "cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._memoise()
+
+
+class AgentNLU(_MemoisedParser):
     """Parses an agent utterance (text mode) into agent acts.
 
     Per sentence: an item mention is a recommendation; a persona value mentioned in a question is
@@ -143,20 +162,8 @@ class AgentNLU:
     ``chitchat`` (``none`` for an empty utterance). Parsing is pure, so results are memoised.
     """
 
-    def __init__(self, lexicon: Lexicon, cache_size: int = 1 << 16) -> None:
-        self.lexicon, self.cache_size = lexicon, cache_size
-        self._memoise()
-
     def _memoise(self) -> None:
         self.parse = functools.lru_cache(maxsize=self.cache_size)(self._parse)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled without the memo (an env snapshot in a checkpoint); it is rebuilt empty on load."""
-        return {"lexicon": self.lexicon, "cache_size": self.cache_size}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._memoise()
 
     def _parse(self, text: str) -> tuple[DialogueAct, ...]:
         """Parse ``text`` into a tuple of :class:`DialogueAct`."""
@@ -198,7 +205,7 @@ class _Sentence:
     negative_start: bool
 
 
-class UserNLU:
+class UserNLU(_MemoisedParser):
     """Parses a user utterance into user acts; the rule tracker's input.
 
     Context from the agent's last turn (the slots it asked, the value it asked to confirm, the item
@@ -206,23 +213,11 @@ class UserNLU:
     context-free part of the reading is memoised, since simulated users repeat their phrasings.
     """
 
-    def __init__(self, lexicon: Lexicon, cache_size: int = 1 << 16) -> None:
-        self.lexicon, self.cache_size = lexicon, cache_size
-        self._memoise()
-
     def _memoise(self) -> None:
         # Two memo levels: whole turns with their context (simulated users repeat themselves, and
         # the context mostly matches the text), then sentences, which recur even more.
         self.parse = functools.lru_cache(maxsize=self.cache_size)(self._parse)
         self._sentence = functools.lru_cache(maxsize=self.cache_size)(self._analyze_sentence)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled without the memos; they are rebuilt empty on load."""
-        return {"lexicon": self.lexicon, "cache_size": self.cache_size}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._memoise()
 
     def _analyze_sentence(self, sent: str) -> _Sentence:
         declined = tuple(self.lexicon.keyword_slots(sent)) if _DECLINE.search(sent) else None
