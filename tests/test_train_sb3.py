@@ -116,7 +116,10 @@ def test_resume_needs_a_run_with_a_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--algo", "sac"], "unknown algorithm 'sac'; expected one of ['ppo', 'a2c', 'dqn', 'maskable_ppo']"),
+        (
+            ["--algo", "sac"],
+            "unknown algorithm 'sac'; expected one of ['ppo', 'a2c', 'dqn', 'maskable_ppo', 'recurrent_ppo']",
+        ),
         (["--env-id", "CartPole-v1"], "unknown environment 'CartPole-v1'"),
         (["--split", "holdout"], "unknown split 'holdout'"),
         (["--hp", "learning_rat=0.1"], "does not take ['learning_rat']; allowed: ["),
