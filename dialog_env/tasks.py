@@ -51,11 +51,16 @@ class Task:
         return cls(persona, tuple(goals))
 
 
-def task_goals(world: World, persona: Persona, sessions: int, rng: np.random.Generator) -> tuple[str, ...]:
-    """Goals for ``sessions`` sessions: categories the persona can be satisfied in, distinct while they last."""
+def satisfiable_goals(world: World, persona: Persona) -> list[str]:
+    """Categories with an item the persona can accept (every category if none has one), in world order."""
     ok = world.acceptable_mask(world.value_indices(persona.values))
     cats = [world.categories[i].id for i in sorted(set(world.item_category[ok].tolist()))]
-    cats = cats or [c.id for c in world.categories]
+    return cats or [c.id for c in world.categories]
+
+
+def task_goals(world: World, persona: Persona, sessions: int, rng: np.random.Generator) -> tuple[str, ...]:
+    """Goals for ``sessions`` sessions: categories the persona can be satisfied in, distinct while they last."""
+    cats = satisfiable_goals(world, persona)
     goals: list[str] = []
     while len(goals) < sessions:
         goals += [cats[i] for i in rng.permutation(len(cats))]

@@ -185,10 +185,10 @@ class PersonaRecSessionsEnv(gym.Env):
         """The task's next goal, else a category the persona can be satisfied in, new to this user if one is left."""
         if self._task_goals is not None:
             return self._task_goals[self._session]
-        world, inner = self.inner.world, self.inner
-        ok = world.acceptable_mask(world.value_indices(self._persona.values))
-        cats = [world.categories[i].id for i in sorted(set(world.item_category[ok].tolist()))]
-        cats = cats or [c.id for c in world.categories]
+        from dialog_env.tasks import satisfiable_goals
+
+        inner = self.inner
+        cats = satisfiable_goals(inner.world, self._persona)
         fresh = [c for c in cats if c not in self._goals] or cats
         return fresh[inner._rng.randrange(len(fresh))]  # the user's stream: a seed fixes every goal
 
