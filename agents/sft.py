@@ -101,7 +101,11 @@ class SFTTrainConfig(LMRunFields):
 
 
 def tokenize_dialogue(
-    tokenizer: Any, messages: Sequence[dict[str, str]], prompt_messages: int = 1, train_from: int | None = None
+    tokenizer: Any,
+    messages: Sequence[dict[str, str]],
+    prompt_messages: int = 1,
+    train_from: int | None = None,
+    user_turns: bool = False,
 ) -> tuple[list[int], list[int]]:
     """One dialogue as the token sequence a rollout produces, with a mask on the agent's tokens.
 
@@ -120,6 +124,9 @@ def tokenize_dialogue(
             after the prompt). Earlier agent turns are laid out like the others, as a rollout holds
             them, but masked: a teacher-labelled row (``dialog-env collect --roll-in``) is another
             policy's dialogue up to one state, then the teacher's reply there.
+        user_turns: Also put the mask on the user's replies (and their state notes) between trained
+            agent turns: the loss then models the whole conversation, what the user said included
+            (how :mod:`agents.lm_meta` adapts a policy to one user).
 
     Returns:
         ``(input_ids, assistant_masks)`` of the same length.
@@ -146,7 +153,7 @@ def tokenize_dialogue(
         else:
             between = tokenizer(user_turn_text(tokenizer, messages[:i], m["content"]), add_special_tokens=False)
             ids += between["input_ids"]
-            mask += [0] * len(between["input_ids"])
+            mask += [int(user_turns and i > trained_from)] * len(between["input_ids"])
     return ids, mask
 
 

@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     from agents.sft import build_sft_parser
 
     build_sft_parser(train_sub.add_parser("sft", help="an LM policy on demonstrations with TRL's SFTTrainer"))
+    from agents.lm_meta import build_meta_parser
+
+    build_meta_parser(
+        train_sub.add_parser("meta", help="an LM policy that adapts to a returning user: Reptile over persona tasks")
+    )
     from agents.adversarial import build_adversarial_parser
 
     build_adversarial_parser(
@@ -464,6 +469,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from agents.sft import run_sft_from_args
 
         run_sft_from_args(args)
+    elif args.trainer == "meta":
+        from agents.lm_meta import run_meta_from_args
+
+        run_meta_from_args(args)
     elif args.trainer == "adversarial":
         from agents.adversarial import run_from_args as run_adversarial_from_args
 
