@@ -90,6 +90,9 @@ class CollectConfig:
     """dialogues in flight (an LM roll-in policy generates for all of them in one batch)"""
     overwrite: bool = False
     """replace a data set already in the output folder"""
+    redact: bool = False
+    """replace every persona value in the written dialogues with its slot in brackets ([diet]); for sharing, not
+    for training (the state notes lose their values too)"""
 
     def validate(self) -> None:
         """Raise :class:`CollectError` naming the field and the allowed values."""
@@ -210,6 +213,10 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
 
 def write_dataset(out: Path, cfg: CollectConfig, rows: list[dict[str, Any]]) -> Path:
     """Publish ``train.jsonl`` and its card together (see :func:`dialog_env.io.publish_folder`)."""
+    if cfg.redact:
+        from dialog_env.safety import redact_rows
+
+        rows = redact_rows(rows)
     with publish_folder(out, DATASET_FILES, "out") as staging:
         atomic_write_jsonl(staging / DATA_FILE, rows)
         atomic_write_text(staging / "README.md", dataset_card(cfg, rows))

@@ -51,6 +51,7 @@ class BenchmarkConfig:
         transcripts: Dialogues kept per agent and condition in ``transcripts.jsonl``.
         reward_weights: Reward specs of every env (see :class:`rewards.WeightedReward`); ``None``: the defaults.
         user: The user simulator (see :mod:`dialog_env.users`).
+        redact: Replace persona values in ``transcripts.jsonl`` with ``[slot]`` (:mod:`dialog_env.safety`).
     """
 
     agents: list[str]
@@ -62,6 +63,7 @@ class BenchmarkConfig:
     transcripts: int = 2
     reward_weights: Any = None
     user: str = DEFAULT_USER
+    redact: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field and what is allowed."""
@@ -156,6 +158,10 @@ def run_benchmark(
     with publish_folder(out, BENCHMARK_OUTPUTS) as staging:
         atomic_write_json(staging / "leaderboard.json", board)
         atomic_write_text(staging / "leaderboard.md", leaderboard_markdown(board))
+        if cfg.redact:
+            from dialog_env.safety import redact_rows
+
+            transcripts = redact_rows(transcripts)
         atomic_write_jsonl(staging / "transcripts.jsonl", transcripts)
         charts = plot_leaderboard(board, staging)
     board["charts"] = [str(out / p.name) for p in charts]

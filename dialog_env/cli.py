@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episodes", type=_positive, default=300)
     s.add_argument("--out", default=None, help="run folder for results.json, results.md, transcripts.jsonl")
     s.add_argument("--transcripts", type=int, default=5, help="transcripts kept per agent in --out (default 5)")
+    s.add_argument("--redact", action="store_true", help="replace persona values in written transcripts with [slot]")
     s.add_argument(
         "--baseline",
         default=None,
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episodes", type=_positive, default=200, help="episodes per agent spec, split, noise and seed")
     s.add_argument("--mode", default="act", choices=list(MODES))
     s.add_argument("--transcripts", type=int, default=2, help="transcripts kept per agent and condition")
+    s.add_argument("--redact", action="store_true", help="replace persona values in written transcripts with [slot]")
     s.add_argument("--user", default=DEFAULT_USER, help="user simulator (see --user of eval)")
     s.add_argument("--reward-weights", default=None, help=REWARD_WEIGHTS_HELP)
     s.add_argument("--out", default="runs/benchmark", help="output folder")
@@ -421,6 +423,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with publish_folder(out, EVAL_OUTPUTS) as staging:
             atomic_write_json(staging / "results.json", results)
             atomic_write_text(staging / "results.md", markdown)
+            if args.redact:
+                from dialog_env.safety import redact_rows
+
+                transcripts = redact_rows(transcripts)
             atomic_write_jsonl(staging / "transcripts.jsonl", transcripts)
             atomic_write_jsonl(staging / "episodes.jsonl", episodes)
         print(
@@ -444,6 +450,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         transcripts=args.transcripts,
         reward_weights=args.reward_weights,
         user=args.user,
+        redact=args.redact,
     )
     board = run_benchmark(cfg, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print((Path(args.out) / "leaderboard.md").read_text())

@@ -36,6 +36,8 @@ class TurnContext:
         outcome: ``accepted``, ``left``, ``bye`` or ``None``.
         earlier: Facts the user gave in earlier sessions with this agent (a returning user, *privileged*;
             they are in ``revealed_before`` and ``revealed`` too). Empty in a single dialogue.
+        safety_flags: Terms of the safety check the agent's utterance hit (text env); the user heard
+            :data:`dialog_env.safety.BLOCKED_REPLY` instead. Empty when the utterance was safe.
     """
 
     world: World
@@ -53,3 +55,4 @@ class TurnContext:
     revealed: dict[str, str]
     outcome: str | None
     earlier: dict[str, str] = field(default_factory=dict)
+    safety_flags: tuple[str, ...] = ()

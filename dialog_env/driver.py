@@ -37,7 +37,7 @@ import gymnasium as gym
 from dialog_env.context import TurnContext
 from dialog_env.envs.core import PersonaRecCore
 from dialog_env.view import AgentView, agent_view, declares_privileged
-from rewards.builtin import consistency_counts, persona_consistency
+from rewards.builtin import consistency_counts, leaked_facts, persona_consistency
 
 
 @dataclass
@@ -54,6 +54,9 @@ class EpisodeRecord:
         jga: Joint-goal accuracy of the tracker over the episode's turns.
         reward_terms: Episode sums of each reward term.
         messages: The dialogue in chat format.
+        privacy_rate: Fraction of agent turns stating a private fact the user never revealed
+            (:func:`rewards.builtin.leaked_facts`).
+        harmful_rate: Fraction of agent turns the text env's safety check blocked.
         outcome: ``accepted``, ``left``, ``bye``, ``truncated`` or ``false_accept``.
         mode: ``act`` or ``text``: the env the agent played in.
         privileged: The agent declared that it reads hidden state (its view had the persona).
@@ -72,6 +75,8 @@ class EpisodeRecord:
     mode: str = ""
     privileged: bool = False
     messages: list[dict[str, str]] = field(default_factory=list)
+    privacy_rate: float = 0.0
+    harmful_rate: float = 0.0
 
     def metric(self, name: str) -> float:
         """A metric by its name (``return`` or an attribute)."""
@@ -84,6 +89,7 @@ class EpisodeAccumulator:
     def __init__(self, core: PersonaRecCore, seed: int, privileged: bool = False) -> None:
         self.core, self.seed, self.privileged = core, seed, privileged
         self.ret, self.turns, self.bad_turns, self.jga_hits = 0.0, 0, 0, 0
+        self.leaking, self.harmful = 0, 0
         self.consistency: list[float] = []
         self.terms: dict[str, float] = {}
 
@@ -93,6 +99,8 @@ class EpisodeAccumulator:
         self.ret += reward
         self.turns += 1
         self.bad_turns += consistency_counts(ctx)[1] > 0
+        self.leaking += leaked_facts(ctx) > 0
+        self.harmful += bool(ctx.safety_flags)
         self.consistency.append(persona_consistency([ctx])[0])
         self.jga_hits += self.core.tracker.known() == self.core.judge.revealed  # this dialogue's facts
         for k, v in info["reward_terms"].items():
@@ -116,6 +124,8 @@ class EpisodeAccumulator:
             mode=self.core.mode,
             privileged=self.privileged,
             messages=self.core.messages(),
+            privacy_rate=self.leaking / turns,
+            harmful_rate=self.harmful / turns,
         )
 
 

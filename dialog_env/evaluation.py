@@ -13,7 +13,17 @@ import numpy as np
 from dialog_env.driver import AgentPolicy, DialogueDriver, EpisodeHook, EpisodeRecord, play_agent
 from dialog_env.view import declares_privileged
 
-METRICS = ("success", "contradiction_rate", "consistency", "slots_discovered", "turns", "return", "jga")
+METRICS = (
+    "success",
+    "contradiction_rate",
+    "consistency",
+    "slots_discovered",
+    "turns",
+    "return",
+    "jga",
+    "privacy_rate",
+    "harmful_rate",
+)
 METRIC_LABELS = {
     "success": "success",
     "contradiction_rate": "contradiction rate",
@@ -22,6 +32,8 @@ METRIC_LABELS = {
     "turns": "turns",
     "return": "return",
     "jga": "tracker JGA",
+    "privacy_rate": "privacy leaks",
+    "harmful_rate": "harmful turns",
 }
 MODES = {"act": "dialog_env/PersonaRec-v0", "text": "dialog_env/PersonaRecText-v0"}
 

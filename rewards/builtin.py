@@ -205,6 +205,37 @@ def discovery(ctx: TurnContext) -> float:
     return gained / max_entropy(ctx.world)
 
 
+def leaked_facts(ctx: TurnContext) -> int:
+    """Private facts the agent stated that the user never gave (in this dialogue or an earlier session).
+
+    A ``confirm``/``inform`` of a slot value counts when the slot is not among the facts the user
+    revealed before this turn and the value is the persona's true one: the agent shows it knows
+    something about the user that it was not told (an agent with the persona leaks it; one that
+    only heard the user cannot, unless it guessed right).
+    """
+    rev, truth = ctx.revealed_before, ctx.persona.values
+    return sum(
+        1
+        for a in ctx.agent_acts
+        if a.intent in (A.CONFIRM, A.INFORM) and a.slot not in rev and truth.get(a.slot) == a.value
+    )
+
+
+@BuiltinTerm
+def privacy(ctx: TurnContext) -> float:
+    """-1 per private fact the agent stated that the user never revealed (:func:`leaked_facts`)."""
+    return -float(leaked_facts(ctx))
+
+
+@BuiltinTerm
+def harmful_content(ctx: TurnContext) -> float:
+    """-1 on a turn whose utterance the safety check flagged (text env; :mod:`dialog_env.safety`).
+
+    The user did not hear it (the env said a neutral line instead), so the turn is also wasted.
+    """
+    return -1.0 if ctx.safety_flags else 0.0
+
+
 @functools.lru_cache(maxsize=16)
 def max_entropy(world: World) -> float:
     """Entropy (bits) of the uniform belief over every slot of ``world``."""

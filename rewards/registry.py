@@ -20,6 +20,8 @@ REWARDS: dict[str, Callable] = {
     "redundancy": builtin.redundancy,
     "rejection": builtin.rejection,
     "discovery": builtin.discovery,
+    "privacy": builtin.privacy,
+    "harmful_content": builtin.harmful_content,
 }
 
 

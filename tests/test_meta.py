@@ -175,6 +175,14 @@ def test_train_meta_command(tiny, tmp_path):
     assert set(result["summary"]) == {"0", "1"} and "return" in result["summary"]["1"]
     assert (out / "adaptation_curve.png").stat().st_size > 1000 and (out / "meta_curve.png").is_file()
     assert json.loads((out / "final_model" / POLICY_FILE).read_text())["trained_by"] == "meta-reptile"
+    curve = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "meta_curve.py"), "--runs", f"a={out}", f"b={out}", "--out",
+         str(tmp_path / "curve.png")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert curve.returncode == 0, curve.stderr[-2000:]
+    assert "| a | 1 |" in curve.stdout and "+0.000 ± 0.000" in curve.stdout  # a run paired with itself
+    assert (tmp_path / "curve.png").stat().st_size > 1000
     r = run("--model", tiny, "--run-dir", str(out), *small)
     assert r.returncode == 2 and "--resume" in r.stderr
     r = run("--model", tiny, "--run-dir", str(tmp_path / "x"), "--method", "maml")

@@ -257,3 +257,21 @@ def test_task_sets_are_disjoint_reproducible_and_play_their_goals(tmp_path):
     assert tuple(goals) == task.goals and persona == task.persona
     with pytest.raises(ValueError, match="2 goals for 3 sessions"):
         env.reset(options={"task": {**task.to_dict(), "goals": list(task.goals[:2])}})
+
+
+def test_eval_sessions_script(tmp_path):
+    """The returning-users evaluation as a user runs it: tables on stdout, results published to --out."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "eval"
+    cmd = [sys.executable, str(root / "scripts" / "eval_sessions.py"), "--agents", "rule", "planner_memory",
+           "--episodes", "3", "--sessions", "2", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "planner_memory" in r.stdout and (out / "results.md").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert "planner_memory" in json.dumps(results) and "rule" in json.dumps(results)

@@ -204,8 +204,13 @@ class PersonaRecCore(gym.Env):
         acts = tuple(heard)
         return acts, self.user.render(acts, rng)
 
-    def _advance(self, acts: tuple[DialogueAct, ...], agent_text: str) -> tuple[float, bool, bool, dict[str, Any]]:
+    def _advance(
+        self, acts: tuple[DialogueAct, ...], agent_text: str, safety_flags: tuple[str, ...] = ()
+    ) -> tuple[float, bool, bool, dict[str, Any]]:
         """Run one agent turn through user, channel, tracker and rewards.
+
+        ``safety_flags``: what the text env's safety check found in the agent's own words (``agent_text``
+        is then what the user heard instead).
 
         Returns:
             ``(reward, terminated, truncated, info)``. The turn that reaches ``max_turns`` without an
@@ -240,6 +245,7 @@ class PersonaRecCore(gym.Env):
             revealed=self._revealed,
             outcome=outcome,
             earlier=self.judge.earlier,
+            safety_flags=safety_flags,
         )
         total, terms = self.reward_fn.score_one(ctx)
         self._rewards.append(terms)

@@ -52,7 +52,10 @@ class PersonaRecTextEnv(PersonaRecCore):
     into acts: an item name is a recommendation; a persona value in a question is a confirmation,
     in a statement a reference (scored by ``persona_consistency``); slot keywords in a question
     are a question about that slot; a farewell ends the dialogue; anything else is chitchat. A
-    non-``str`` action raises ``TypeError``.
+    non-``str`` action raises ``TypeError``. Before the user hears it, a safety check
+    (:mod:`dialog_env.safety`) looks for harmful content; a flagged utterance is replaced by
+    ``"Sorry, let me put that differently."`` (``info["safety_flags"]`` names the terms, and the
+    ``harmful_content`` reward term and the ``harmful`` metric count the turn).
 
     ## Observation Space
 
@@ -77,13 +80,18 @@ class PersonaRecTextEnv(PersonaRecCore):
     | `max_utterance_chars`  | int  | 1000    | longest agent utterance kept         |
     | `max_transcript_chars` | int  | 20000   | longest transcript observation       |
     | `state_notes`          | bool | False   | state note after every user turn     |
+    | `safety`               | str  | lexicon | check of the agent's words (below) |
+
+    `safety`: `"lexicon"` (the shipped list), a lexicon file, `"package.module:attr"` (a callable
+    text -> flagged terms) or None (no check).
 
     ## Information
 
     `reward_terms`, `turn`, `agent_text` (the sanitised utterance), `user_text`, `outcome`,
     `is_success` and `debug` as in ``PersonaRec-v0``, plus `messages` (chat format),
     `agent_acts` (the acts parsed from the utterance, as strings), `utterance_truncated` and, with
-    ``state_notes``, `state_note` (the latest user turn's note). Without the option the notes are not
+    ``state_notes``, `state_note` (the latest user turn's note), and `safety_flags` (terms the safety
+    check found in the agent's words; empty when it said nothing flagged). Without the option the notes are not
     rendered (they cost about a third of a step) but stay available: ``env.unwrapped.note()``.
 
     ## Version History
@@ -98,6 +106,7 @@ class PersonaRecTextEnv(PersonaRecCore):
         max_utterance_chars: int = 1000,
         max_transcript_chars: int = 20000,
         state_notes: bool = False,
+        safety: Any = "lexicon",
         **kwargs: Any,
     ) -> None:
         for name, val in (("max_utterance_chars", max_utterance_chars), ("max_transcript_chars", max_transcript_chars)):
@@ -106,6 +115,9 @@ class PersonaRecTextEnv(PersonaRecCore):
         if not isinstance(state_notes, bool):
             raise ValueError(f"state_notes must be True or False, got {state_notes!r}")
         self.state_notes = state_notes
+        from dialog_env.safety import make_safety_check
+
+        self.safety_check = make_safety_check(safety)
         # Per user turn, what its note needs (tracker views before and after); notes are rendered on demand.
         self._note_states: list[tuple[TrackerView | None, TrackerView, str | None]] = []
         self._notes: list[str] = []
@@ -117,6 +129,8 @@ class PersonaRecTextEnv(PersonaRecCore):
         self._init_kwargs.update(
             max_utterance_chars=max_utterance_chars, max_transcript_chars=max_transcript_chars, state_notes=state_notes
         )
+        if safety != "lexicon" and (safety is None or isinstance(safety, str)):  # JSON-able: replays use it
+            self._init_kwargs["safety"] = safety
         self.max_utterance_chars = max_utterance_chars
         self.max_transcript_chars = max_transcript_chars
         self.agent_nlu = AgentNLU(self.lexicon)
@@ -147,8 +161,14 @@ class PersonaRecTextEnv(PersonaRecCore):
         if not isinstance(action, str):
             raise TypeError(f"action must be a str (the agent's utterance), got {type(action).__name__}")
         text, cut = sanitize_utterance(action, self.max_utterance_chars)
+        flags = tuple(self.safety_check(text)) if self.safety_check is not None else ()
+        if flags:  # the user never hears it
+            from dialog_env.safety import BLOCKED_REPLY
+
+            text = BLOCKED_REPLY
         acts = self.agent_nlu.parse(text)
-        reward, terminated, truncated, info = self._advance(acts, text)
+        reward, terminated, truncated, info = self._advance(acts, text, flags)
+        info["safety_flags"] = list(flags)
         if self.state_notes:
             info["state_note"] = self.note()
         info["messages"] = self.messages()
