@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--transcripts", type=int, default=5, help="transcripts kept per agent in --out (default 5)")
     s.add_argument("--redact", action="store_true", help="replace persona values in written transcripts with [slot]")
     s.add_argument(
+        "--quality",
+        action="store_true",
+        help="also report text quality: distinct-1/2, words per turn, engagement (and BLEU / perplexity, below)",
+    )
+    s.add_argument("--references", default=None, help="--quality: BLEU against this demonstration set's agent turns")
+    s.add_argument("--quality-lm", default=None, help="--quality: perplexity of the agent's turns under this LM")
+    s.add_argument(
         "--baseline",
         default=None,
         help="label of one of --agents: also print every other agent's paired difference to it (same dialogues)",
@@ -336,6 +343,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_kwargs = _env_kwargs(args)
     if args.out:
         check_output_folder(Path(args.out), EVAL_OUTPUTS, "--out")
+    if (args.references or args.quality_lm) and not args.quality:
+        print("error: --references and --quality-lm go with --quality", file=sys.stderr)
+        return 2
+    references = None
+    if args.references:
+        from dialog_env.quality import load_references
+
+        try:
+            references = load_references(args.references)
+        except ValueError as e:
+            print(f"error: --references: {e}", file=sys.stderr)
+            return 2
     from dialog_env.benchmark import parse_agent_entry
 
     entries = [parse_agent_entry(e) for e in args.agents]
@@ -399,6 +418,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"\npaired difference to {args.baseline} (same dialogues):")
         print(diff_table)
         print("(mean difference ± 95% CI half-width over dialogues; a CI that excludes 0 is significant)")
+    text_quality: dict[str, dict[str, float]] = {}
+    if args.quality:
+        from dialog_env.quality import quality, quality_table
+
+        text_quality = {k: quality(v, references, args.quality_lm) for k, v in played_records.items()}
+        print("\ntext quality (over all dialogues of each agent):")
+        print(quality_table(text_quality))
     if args.out:
         out = Path(args.out)
         config = {
@@ -419,6 +445,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"\n## Paired difference to {args.baseline}\n\n{_table(paired)}\n\n"
                 "Mean of the per-dialogue difference ± 95% CI half-width (same personas and goals).\n"
             )
+        if text_quality:
+            from dialog_env.quality import quality_table
+
+            results["quality"] = text_quality
+            markdown += f"\n## Text quality\n\n{quality_table(text_quality)}\n"
         episodes = [{"agent": k, **record_to_json(r)} for k, rs in played_records.items() for r in rs]
         with publish_folder(out, EVAL_OUTPUTS) as staging:
             atomic_write_json(staging / "results.json", results)
