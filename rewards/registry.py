@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dialog_env.nli import NLIConsistency
 from dialog_env.plugins import register, resolve
 from rewards import builtin
 from rewards.base import reward_name
@@ -22,6 +23,7 @@ REWARDS: dict[str, Callable] = {
     "discovery": builtin.discovery,
     "privacy": builtin.privacy,
     "harmful_content": builtin.harmful_content,
+    "nli_consistency": NLIConsistency,
 }
 
 
