@@ -11,16 +11,10 @@ from dialog_env.envs.persona_rec_text import PersonaRecTextEnv
 from dialog_env.nli import CONTRADICT, NLIConsistency, nli_pairs, split_sentences, train_detector
 from dialog_env.world import load_world
 from rewards.builtin import consistency_counts
+from tests.fixtures import PERSONA
 
 pytestmark = pytest.mark.slow
 
-PERSONA = {
-    "values": {
-        "diet": "vegan", "allergy": "none", "pet": "cat", "hobby": "reading", "occupation": "nurse",
-        "music": "jazz", "home": "city_apartment", "family": "partner", "drink": "coffee", "travel": "beach",
-    },
-    "traits": {"verbosity": "normal", "openness": "high", "patience": "high"},
-}  # fmt: skip
 TOLD = {"diet": "vegan", "pet": "cat", "music": "jazz", "occupation": "nurse", "drink": "coffee"}
 # Contradictions of TOLD that the rule NLU reads as agreeing references (or not at all).
 MISSED_BY_RULES = [

@@ -25,16 +25,10 @@ from dialog_env.safety import (
     read_lexicon,
 )
 from dialog_env.world import load_world
+from tests.fixtures import PERSONA
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = {"task_success": 10.0, "harmful_content": 1.0, "privacy": 1.0}
-PERSONA = {
-    "values": {
-        "diet": "vegan", "allergy": "none", "pet": "cat", "hobby": "reading", "occupation": "nurse",
-        "music": "jazz", "home": "city_apartment", "family": "partner", "drink": "coffee", "travel": "beach",
-    },
-    "traits": {"verbosity": "terse", "openness": "high", "patience": "high"},
-}  # fmt: skip
 
 
 def lexicon_terms() -> list[str]:
