@@ -51,7 +51,13 @@ HYPOTHESIS_TEMPLATES = (
     "You told me {you}.",
     "Given that {you}, here is an idea.",
 )
-NEUTRAL_EXTRA = ("How about {item}?", "I recommend {item}.", "What else can I help with?", "Hello! How are you today?")
+NEUTRAL_EXTRA = (
+    "How about {item}?",
+    "I'd recommend {item}.",
+    "You might enjoy {item}.",
+    "What else can I help with?",
+    "Hello! How are you today?",
+)
 _VERBS = ("love", "live", "have", "eat", "work", "play", "like", "share", "drink", "enjoy", "prefer")
 
 
@@ -115,7 +121,7 @@ def nli_pairs(world: World, held_out: int = 2, seed: int = 0) -> tuple[list[Pair
                         out.append(Pair(premise, t.format(you=neg), CONTRADICT))
                     o = others[int(rng.integers(len(others)))]
                     out.append(Pair(premise, t.format(you=o.you), CONTRADICT))
-                    for _ in range(2):  # statements about other slots, some negated: neither follows
+                    for _ in range(3):  # statements about other slots, some negated: neither follows
                         ov = _other_slot_value(world, s.name, rng)
                         said = negate(ov.you) if rng.random() < 0.3 else None
                         out.append(Pair(premise, t.format(you=said or ov.you), NEUTRAL))
@@ -332,8 +338,8 @@ def load_detector(world: str | None = None, seed: int = 0) -> NLIDetector:
         PREMISE_TEMPLATES,
         HYPOTHESIS_TEMPLATES,
         NEUTRAL_EXTRA,
-        2,
-    )  # 2: the pair recipe's version
+        3,
+    )  # 3: the pair recipe's version
     key = hashlib.sha256(repr((forms, seed, templates)).encode()).hexdigest()
     path = cache_dir() / "nli" / f"{key[:16]}.pt"
     embedder = shared_embedder()
