@@ -45,6 +45,12 @@ def read_lexicon(path: str | Path) -> list[str]:
     return terms
 
 
+def phrase_pattern(phrases: Sequence[str]) -> re.Pattern[str]:
+    """One case-insensitive regex of whole-word phrases (any whitespace between words), tried in the given order."""
+    words = [r"\s+".join(map(re.escape, p.split())) for p in phrases]
+    return re.compile(r"(?<![a-z0-9])(" + "|".join(words) + r")(?![a-z0-9])", re.IGNORECASE)
+
+
 class SafetyCheck:
     """Flags an utterance that contains a lexicon term (case-insensitive, on whole words).
 
@@ -56,8 +62,7 @@ class SafetyCheck:
         self.terms = sorted({t.strip().lower() for t in terms if t.strip()}, key=lambda t: (-len(t), t))
         if not self.terms:
             raise ValueError("safety: the lexicon has no term")
-        words = [r"\s+".join(map(re.escape, t.split())) for t in self.terms]
-        self._pattern = re.compile(r"(?<![a-z0-9])(" + "|".join(words) + r")(?![a-z0-9])", re.IGNORECASE)
+        self._pattern = phrase_pattern(self.terms)
 
     def __call__(self, text: str) -> list[str]:
         """The lexicon terms in ``text``, in order of appearance (empty: safe)."""
@@ -115,8 +120,7 @@ class Redactor:
                     forms.setdefault(form, v.slot)
         self._slot = forms
         ordered = sorted(forms, key=lambda f: (-len(f), f))
-        words = [r"\s+".join(map(re.escape, f.split())) for f in ordered]
-        self._pattern = re.compile(r"(?<![a-z0-9])(" + "|".join(words) + r")(?![a-z0-9])", re.IGNORECASE)
+        self._pattern = phrase_pattern(ordered)
 
     def __call__(self, text: str) -> str:
         """``text`` with each value mention replaced by its slot in brackets."""
