@@ -1,6 +1,8 @@
 """The dialogue-state tracker: what the agent has learned about the user, from the user's words.
 
 The ``rule`` tracker reads the user's *text* through :class:`~dialog_env.nlu.UserNLU`; the
+``learned`` tracker reads the facts in it with a classifier on sentence embeddings
+(:class:`~dialog_env.learned_tracker.LearnedNLU`: paraphrases with no alias of the lexicon too); the
 ``oracle`` tracker reads the user's true acts (an ablation: perfect understanding).
 """
 
@@ -17,7 +19,7 @@ from dialog_env.acts import DialogueAct
 from dialog_env.nlu import Lexicon, UserNLU
 from dialog_env.world import World
 
-TRACKER_MODES = ("rule", "oracle")
+TRACKER_MODES = ("rule", "learned", "oracle")
 # Weight of one piece of evidence against the uniform prior: one inform puts ~0.9 on the value.
 EVIDENCE_WEIGHT = 50.0
 
@@ -56,7 +58,8 @@ class DialogueStateTracker:
 
     Args:
         world: The world.
-        mode: ``rule`` (reads text) or ``oracle`` (reads true acts).
+        mode: ``rule`` (reads text with the lexicon), ``learned`` (reads the facts in the text with the
+            learned reader) or ``oracle`` (reads true acts).
         lexicon: A shared lexicon (built from ``world`` when omitted).
     """
 
@@ -65,7 +68,13 @@ class DialogueStateTracker:
             raise ValueError(f"tracker mode must be one of {list(TRACKER_MODES)}, got {mode!r}")
         self.world = world
         self.mode = mode
-        self.nlu = UserNLU(lexicon or Lexicon(world))
+        lexicon = lexicon or Lexicon(world)
+        if mode == "learned":
+            from dialog_env.learned_tracker import LearnedNLU
+
+            self.nlu: Any = LearnedNLU(lexicon)
+        else:
+            self.nlu = UserNLU(lexicon)
         n_slots, n_items = len(world.slots), len(world.items)
         self._slot_index = {s.name: s.index for s in world.slots}
         self._value_index = {(v.slot, v.id): v.index for v in world.values}
@@ -169,7 +178,7 @@ class DialogueStateTracker:
         """Read the user's turn and update the belief.
 
         Args:
-            text: The user's utterance as the agent heard it (read in ``rule`` mode).
+            text: The user's utterance as the agent heard it (read in ``rule`` and ``learned`` modes).
             true_acts: The user's acts (read in ``oracle`` mode).
 
         Returns:

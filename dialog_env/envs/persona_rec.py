@@ -87,7 +87,7 @@ class PersonaRecEnv(PersonaRecCore):
     | `split`          | str          | `"train"` | persona split: train, valid, test, test_unseen, all      |
     | `persona_file`   | str \\| None  | None      | JSONL personas to draw from instead of the split         |
     | `noise`          | float        | 0.0       | semantic error rate of the user channel (PyDial: 0/0.15/0.3) |
-    | `tracker`        | str          | `"rule"`  | `rule` reads the user's text; `oracle` its true acts     |
+    | `tracker`        | str          | `"rule"`  | `rule`/`learned` read the user's text; `oracle` its acts |
     | `user`           | str          | `"agenda"`| user simulator: registered name, `module:attr`, entry point |
     | `reward_weights` | dict \\| list  | None      | spec -> weight, or [{name, weight, kwargs}]; None = above |
     | `max_turns`      | int          | 20        | turn limit (truncation); the observation's progress scale |

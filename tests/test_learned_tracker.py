@@ -1,0 +1,119 @@
+"""The learned tracker (``tracker="learned"``): paraphrases the rule NLU misses, the same dialogues as the rule
+tracker on template text, refusals, pickling, the cache, and examples from collected dialogues."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from dialog_env import acts as A
+from dialog_env.envs.persona_rec import PersonaRecEnv
+from dialog_env.learned_tracker import (
+    LearnedNLU,
+    examples_from_data,
+    load_paraphrases,
+    load_reader,
+    paraphrase_report,
+    template_examples,
+)
+from dialog_env.nlu import Lexicon, UserNLU
+from dialog_env.world import load_world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DIALOG_ENV_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield load_reader()
+    mp.undo()
+
+
+def test_paraphrases_are_unknown_to_the_rule_nlu_and_read_by_the_learned_one(reader):
+    world = load_world()
+    rule = UserNLU(Lexicon(world))
+    para = load_paraphrases(world)
+    assert len(para) == 2 * len(world.values)
+    for e in para:  # the held-out set is a test of words the lexicon does not list
+        assert not [a for a in rule.parse(e.sentence, e.asked, None, None) if a.intent == A.INFORM], e.sentence
+    report = paraphrase_report(reader, world)
+    assert report["rule_paraphrase_recall"] == 0.0
+    assert report["paraphrase_recall"] >= 0.5, report["paraphrase_misses"]  # measured 0.575
+    assert report["paraphrase_exact"] >= 0.5
+    nlu = LearnedNLU(Lexicon(world), reader)
+    assert act_set(nlu.parse("I gave up meat years ago.", ("diet",))) == {(A.INFORM, "diet", "vegetarian")}
+
+
+def act_set(acts):
+    return {(a.intent, a.slot, a.value) for a in acts}
+
+
+def test_template_sentences_are_read_exactly(reader):
+    examples = template_examples(load_world())
+    wrong = [e for e in examples if set(reader.read(e.sentence, e.asked)) != set(e.values)]
+    assert len(wrong) <= 0.01 * len(examples), wrong[:10]
+
+
+def test_a_refusal_states_nothing_and_other_acts_keep_the_rule_reading(reader):
+    world = load_world()
+    nlu = LearnedNLU(Lexicon(world), reader)
+    for slot in world.slots:
+        got = act_set(nlu.parse(f"I'd prefer not to talk about my {slot.noun}.", (slot.name,)))
+        assert got == {(A.DECLINE, slot.name, None)}, got
+    got = act_set(nlu.parse("No, actually I'm vegan.", (), ("diet", "vegetarian")))
+    assert got == {(A.NEGATE, "diet", "vegetarian"), (A.INFORM, "diet", "vegan")}
+    assert act_set(nlu.parse("Exactly.", (), ("pet", "cat"))) == {(A.AFFIRM, "pet", "cat")}
+    assert act_set(nlu.parse("Hello there!", ())) == {(A.CHITCHAT, None, None)}
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_template_dialogues_match_the_rule_tracker(reader, noise):
+    """On template text (every noise level renders with templates) both trackers play the same dialogues."""
+    from agents.base import make_agent
+
+    def play(tracker):
+        env = PersonaRecEnv(split="test", noise=noise, tracker=tracker)
+        out = []
+        for seed in range(12):
+            agent = make_agent("planner")
+            obs, info = env.reset(seed=seed)
+            agent.reset(env, seed=seed)
+            while True:
+                obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+                out.append((reward, env.unwrapped.tracker.known()))
+                if terminated or truncated:
+                    break
+        return out
+
+    assert play("learned") == play("rule")
+
+
+def test_the_env_pickles_without_the_model_and_reloads_it(reader):
+    env = PersonaRecEnv(split="test", tracker="learned")
+    env.reset(seed=1)
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.unwrapped.tracker.nlu._reader is None  # dropped from the pickle, reloaded from the cache
+    a, b = env.step(0), copy.step(0)
+    assert a[1] == b[1] and env.unwrapped.tracker.known() == copy.unwrapped.tracker.known()
+    assert copy.unwrapped.tracker.nlu.reader is reader
+
+
+def test_examples_from_collected_dialogues(tmp_path):
+    row = {
+        "messages": [
+            {"role": "system", "content": "You recommend one item."},
+            {"role": "user", "content": "Hi! Can you help me find a gift idea?\n[48 fit]"},
+            {"role": "assistant", "content": "Do you have any pets?"},
+            {"role": "user", "content": "Oh, I have a cat. Also, I'm vegan.\n[heard: a cat, vegan]"},
+        ]
+    }
+    (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
+    examples = examples_from_data([tmp_path])
+    by_sentence = {e.sentence: e for e in examples}
+    assert by_sentence["Oh, I have a cat."].values == {("pet", "cat")}
+    assert by_sentence["Oh, I have a cat."].asked == ("pet",)
+    assert by_sentence["Also, I'm vegan."].values == {("diet", "vegan")}
+    assert not any("[" in e.sentence for e in examples)  # the state notes are not the user's words
