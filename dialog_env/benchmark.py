@@ -11,6 +11,7 @@ pooled into one row, e.g. to report a method over several training seeds.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from dialog_env.world import load_world
 from rewards.compose import reward_specs_from_config
 
 CHART_METRICS = ("success", "return", "contradiction_rate", "consistency")
+QUALITY_CHARTS = ("distinct_2", "words", "bleu", "perplexity", "left_rate")
 #: Episode seeds of evaluation seed ``s`` start at ``s * SEED_STRIDE``: disjoint persona draws.
 SEED_STRIDE = 1_000_003
 
@@ -52,6 +54,11 @@ class BenchmarkConfig:
         reward_weights: Reward specs of every env (see :class:`rewards.WeightedReward`); ``None``: the defaults.
         user: The user simulator (see :mod:`dialog_env.users`).
         redact: Replace persona values in ``transcripts.jsonl`` with ``[slot]`` (:mod:`dialog_env.safety`).
+        quality: Also measure text quality per row (:mod:`dialog_env.quality`: distinct-1/2, words per
+            turn, engagement), written as a table and one chart per metric.
+        references: With ``quality``: a demonstration set (``collect`` folder) whose agent turns are the
+            BLEU references.
+        quality_lm: With ``quality``: the model under which the agent's turns' perplexity is measured.
     """
 
     agents: list[str]
@@ -64,6 +71,9 @@ class BenchmarkConfig:
     reward_weights: Any = None
     user: str = DEFAULT_USER
     redact: bool = False
+    quality: bool = False
+    references: str | None = None
+    quality_lm: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field and what is allowed."""
@@ -82,6 +92,21 @@ class BenchmarkConfig:
         self.reward_weights = reward_specs_from_config(self.reward_weights)
         if self.user != DEFAULT_USER:
             make_user(self.user, load_world())  # fails now, with the allowed names, not mid-run
+        if (self.references or self.quality_lm) and not self.quality:
+            raise ValueError("references and quality_lm: set quality too (they are text-quality options)")
+        if self.references:
+            from dialog_env.quality import load_references
+
+            try:
+                load_references(self.references)
+            except ValueError as e:
+                raise ValueError(f"references: {e}") from e
+        if self.quality_lm:
+            from dialog_env.lm import model_spec_problem
+
+            problem = model_spec_problem(self.quality_lm)
+            if problem is not None:
+                raise ValueError(f"quality_lm: {problem}")
 
     def env_kwargs(self, noise: float) -> dict[str, Any]:
         """Env kwargs of one noise level."""
@@ -122,6 +147,11 @@ def run_benchmark(
     for _, spec in entries:
         make_agent(spec)  # fail fast on a bad spec, before any episode runs
     labels = list(dict.fromkeys(label for label, _ in entries))
+    references = None
+    if cfg.quality and cfg.references:
+        from dialog_env.quality import load_references
+
+        references = load_references(cfg.references)
     jobs = [(split, noise) for split in cfg.splits for noise in cfg.noise]
     rows, transcripts = [], []
     for label, split, noise in [(lb, s, n) for s, n in jobs for lb in labels]:
@@ -150,6 +180,10 @@ def run_benchmark(
                 "metrics": summary,
             }
         )
+        if cfg.quality:
+            from dialog_env.quality import quality
+
+            rows[-1]["quality"] = quality(records, references, cfg.quality_lm)
         transcripts += [
             {"agent": label, "split": split, "noise": noise, **record_to_json(r, with_messages=True)}
             for r in records[: cfg.transcripts]
@@ -164,6 +198,8 @@ def run_benchmark(
             transcripts = redact_rows(transcripts)
         atomic_write_jsonl(staging / "transcripts.jsonl", transcripts)
         charts = plot_leaderboard(board, staging)
+        if cfg.quality:
+            charts += plot_leaderboard(board, staging, QUALITY_CHARTS, source="quality")
     board["charts"] = [str(out / p.name) for p in charts]
     return board
 
@@ -194,12 +230,29 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
             cells = [f"{r['metrics'][m]['mean']:.3f} ± {r['metrics'][m]['ci95']:.3f}" for m in METRICS]
             label = f"{r['agent']} {PRIVILEGED_MARK}" if r.get("privileged") else r["agent"]
             lines.append(f"| {label} | {r['episodes']} | " + " | ".join(cells) + " |")
+        if any("quality" in r for r in rows):
+            from dialog_env.quality import quality_table
+
+            lines += ["", "Text quality (over all dialogues of the row; – where not measured):", ""]
+            lines.append(quality_table({r["agent"]: r["quality"] for r in rows if "quality" in r}))
     return "\n".join(lines) + "\n"
 
 
-def plot_leaderboard(board: dict[str, Any], out: Path, metrics: Sequence[str] = CHART_METRICS) -> list[Path]:
-    """Grouped bar charts (agents x conditions, 95% CI error bars), one PNG per metric."""
+def plot_leaderboard(
+    board: dict[str, Any], out: Path, metrics: Sequence[str] = CHART_METRICS, source: str = "metrics"
+) -> list[Path]:
+    """Grouped bar charts (agents x conditions), one PNG per metric.
+
+    Args:
+        board: The leaderboard.
+        out: Folder of the PNGs.
+        metrics: Metrics to chart.
+        source: ``metrics`` (episode means with 95% CI error bars) or ``quality`` (corpus-level text
+            quality, no error bars; a metric measured in no row gets no chart).
+    """
     import matplotlib
+
+    from dialog_env.quality import QUALITY_LABELS
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -211,20 +264,27 @@ def plot_leaderboard(board: dict[str, Any], out: Path, metrics: Sequence[str] = 
     width = 0.8 / max(1, len(agents))
     paths = []
     for m in metrics:
+        if source == "quality":
+            values = {k: r["quality"][m] for k, r in index.items() if "quality" in r}
+            if all(math.isnan(v) for v in values.values()):
+                continue
+            cells = {k: (v, 0.0) for k, v in values.items()}
+        else:
+            cells = {k: (r["metrics"][m]["mean"], r["metrics"][m]["ci95"]) for k, r in index.items()}
         fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(conditions) + 2), 3.8))
         x = np.arange(len(conditions))
         for k, agent in enumerate(agents):
-            vals = [index[(agent, s, n)]["metrics"][m] for s, n in conditions]
+            vals = [cells.get((agent, s, n), (math.nan, 0.0)) for s, n in conditions]
             ax.bar(
                 x + (k - (len(agents) - 1) / 2) * width,
-                [v["mean"] for v in vals],
+                [v[0] for v in vals],
                 width,
-                yerr=[v["ci95"] for v in vals],
+                yerr=[v[1] for v in vals] if source != "quality" else None,
                 capsize=2,
                 label=agent,
             )
         ax.set_xticks(x, [f"{s}\nnoise {n}" for s, n in conditions], fontsize=8)
-        ax.set_ylabel(METRIC_LABELS[m])
+        ax.set_ylabel(QUALITY_LABELS[m] if source == "quality" else METRIC_LABELS[m])
         ax.axhline(0, color="black", linewidth=0.6)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=min(4, len(agents)))
@@ -232,5 +292,6 @@ def plot_leaderboard(board: dict[str, Any], out: Path, metrics: Sequence[str] = 
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
-        paths.append(atomic_write_bytes(out / f"{m}.png", buf.getvalue()))
+        name = f"quality_{m}" if source == "quality" else m
+        paths.append(atomic_write_bytes(out / f"{name}.png", buf.getvalue()))
     return paths

@@ -142,13 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="run folder for results.json, results.md, transcripts.jsonl")
     s.add_argument("--transcripts", type=int, default=5, help="transcripts kept per agent in --out (default 5)")
     s.add_argument("--redact", action="store_true", help="replace persona values in written transcripts with [slot]")
-    s.add_argument(
-        "--quality",
-        action="store_true",
-        help="also report text quality: distinct-1/2, words per turn, engagement (and BLEU / perplexity, below)",
-    )
-    s.add_argument("--references", default=None, help="--quality: BLEU against this demonstration set's agent turns")
-    s.add_argument("--quality-lm", default=None, help="--quality: perplexity of the agent's turns under this LM")
+    _quality_args(s)
     s.add_argument(
         "--baseline",
         default=None,
@@ -181,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--redact", action="store_true", help="replace persona values in written transcripts with [slot]")
     s.add_argument("--user", default=DEFAULT_USER, help="user simulator (see --user of eval)")
     s.add_argument("--reward-weights", default=None, help=REWARD_WEIGHTS_HELP)
+    _quality_args(s)
     s.add_argument("--out", default="runs/benchmark", help="output folder")
 
     s = sub.add_parser(
@@ -327,6 +322,17 @@ def _earlier_records(folder: Path, label: str, args: argparse.Namespace, env_kwa
 
 EVAL_OUTPUTS = ("results.json", "results.md", "transcripts.jsonl", "episodes.jsonl")
 """Files of an ``eval --out`` folder."""
+
+
+def _quality_args(s: argparse.ArgumentParser) -> None:
+    """The text-quality flags of ``eval`` and ``benchmark``."""
+    s.add_argument(
+        "--quality",
+        action="store_true",
+        help="also report text quality: distinct-1/2, words per turn, engagement (and BLEU / perplexity, below)",
+    )
+    s.add_argument("--references", default=None, help="--quality: BLEU against this demonstration set's agent turns")
+    s.add_argument("--quality-lm", default=None, help="--quality: perplexity of the agent's turns under this LM")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -482,6 +488,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         reward_weights=args.reward_weights,
         user=args.user,
         redact=args.redact,
+        quality=args.quality,
+        references=args.references,
+        quality_lm=args.quality_lm,
     )
     board = run_benchmark(cfg, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print((Path(args.out) / "leaderboard.md").read_text())

@@ -84,3 +84,28 @@ def test_eval_quality_command(demos, tmp_path):
            "--references", str(tmp_path / "none")]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 2 and "--references" in r.stderr
+
+
+def test_benchmark_quality_table_and_charts(demos, tmp_path):
+    from dialog_env.benchmark import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig(agents=["planner", "ask_same_slot"], splits=["test"], noise=[0.0], seeds=[0], episodes=4,
+                          mode="text", quality=True, references=str(demos))  # fmt: skip
+    board = run_benchmark(cfg, tmp_path / "bench")
+    q = {r["agent"]: r["quality"] for r in board["rows"]}
+    assert q["planner"]["distinct_2"] > q["ask_same_slot"]["distinct_2"] and q["planner"]["bleu"] > 0.5
+    md = (tmp_path / "bench" / "leaderboard.md").read_text()
+    assert "Text quality" in md and "BLEU-4 vs demos" in md
+    for m in ("distinct_2", "words", "bleu", "left_rate"):
+        assert (tmp_path / "bench" / f"quality_{m}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "bench" / "quality_perplexity.png").exists()  # not measured: no chart
+    with pytest.raises(ValueError, match="references and quality_lm: set quality"):
+        run_benchmark(BenchmarkConfig(agents=["rule"], references=str(demos)), tmp_path / "b2")
+    with pytest.raises(ValueError, match="references: "):
+        run_benchmark(
+            BenchmarkConfig(agents=["rule"], quality=True, references=str(tmp_path / "none")), tmp_path / "b3"
+        )
+    with pytest.raises(ValueError, match="quality_lm: "):
+        run_benchmark(
+            BenchmarkConfig(agents=["rule"], quality=True, quality_lm=str(tmp_path / "none")), tmp_path / "b4"
+        )
