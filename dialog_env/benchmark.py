@@ -34,7 +34,7 @@ from dialog_env.world import load_world
 from rewards.compose import reward_specs_from_config
 
 CHART_METRICS = ("success", "return", "contradiction_rate", "consistency")
-QUALITY_CHARTS = ("distinct_2", "words", "bleu", "perplexity", "left_rate")
+QUALITY_CHARTS = ("distinct_2", "words", "bleu", "perplexity", "left_rate", "nli_c")
 #: Episode seeds of evaluation seed ``s`` start at ``s * SEED_STRIDE``: disjoint persona draws.
 SEED_STRIDE = 1_000_003
 
@@ -59,6 +59,7 @@ class BenchmarkConfig:
         references: With ``quality``: a demonstration set (``collect`` folder) whose agent turns are the
             BLEU references.
         quality_lm: With ``quality``: the model under which the agent's turns' perplexity is measured.
+        quality_nli: With ``quality``: PAML's consistency C with the NLI detector (``nli_c``).
     """
 
     agents: list[str]
@@ -74,6 +75,7 @@ class BenchmarkConfig:
     quality: bool = False
     references: str | None = None
     quality_lm: str | None = None
+    quality_nli: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field and what is allowed."""
@@ -92,8 +94,8 @@ class BenchmarkConfig:
         self.reward_weights = reward_specs_from_config(self.reward_weights)
         if self.user != DEFAULT_USER:
             make_user(self.user, load_world())  # fails now, with the allowed names, not mid-run
-        if (self.references or self.quality_lm) and not self.quality:
-            raise ValueError("references and quality_lm: set quality too (they are text-quality options)")
+        if (self.references or self.quality_lm or self.quality_nli) and not self.quality:
+            raise ValueError("references, quality_lm and quality_nli: set quality too (they are text-quality options)")
         if self.references:
             from dialog_env.quality import load_references
 
@@ -183,7 +185,7 @@ def run_benchmark(
         if cfg.quality:
             from dialog_env.quality import quality
 
-            rows[-1]["quality"] = quality(records, references, cfg.quality_lm)
+            rows[-1]["quality"] = quality(records, references, cfg.quality_lm, nli=cfg.quality_nli)
         transcripts += [
             {"agent": label, "split": split, "noise": noise, **record_to_json(r, with_messages=True)}
             for r in records[: cfg.transcripts]

@@ -333,6 +333,11 @@ def _quality_args(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--references", default=None, help="--quality: BLEU against this demonstration set's agent turns")
     s.add_argument("--quality-lm", default=None, help="--quality: perplexity of the agent's turns under this LM")
+    s.add_argument(
+        "--quality-nli",
+        action="store_true",
+        help="--quality: PAML's consistency C of the agent's turns against the facts the user revealed (NLI detector)",
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -349,8 +354,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_kwargs = _env_kwargs(args)
     if args.out:
         check_output_folder(Path(args.out), EVAL_OUTPUTS, "--out")
-    if (args.references or args.quality_lm) and not args.quality:
-        print("error: --references and --quality-lm go with --quality", file=sys.stderr)
+    if (args.references or args.quality_lm or args.quality_nli) and not args.quality:
+        print("error: --references, --quality-lm and --quality-nli go with --quality", file=sys.stderr)
         return 2
     references = None
     if args.references:
@@ -428,7 +433,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.quality:
         from dialog_env.quality import quality, quality_table
 
-        text_quality = {k: quality(v, references, args.quality_lm) for k, v in played_records.items()}
+        text_quality = {
+            k: quality(v, references, args.quality_lm, nli=args.quality_nli) for k, v in played_records.items()
+        }
         print("\ntext quality (over all dialogues of each agent):")
         print(quality_table(text_quality))
     if args.out:
@@ -491,6 +498,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         quality=args.quality,
         references=args.references,
         quality_lm=args.quality_lm,
+        quality_nli=args.quality_nli,
     )
     board = run_benchmark(cfg, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print((Path(args.out) / "leaderboard.md").read_text())

@@ -60,6 +60,8 @@ class EpisodeRecord:
         outcome: ``accepted``, ``left``, ``bye``, ``truncated`` or ``false_accept``.
         mode: ``act`` or ``text``: the env the agent played in.
         privileged: The agent declared that it reads hidden state (its view had the persona).
+        revealed_before: Per agent turn, the facts (``"slot=value"``) the user had revealed before it
+            (for PAML's C in :mod:`dialog_env.quality`); in memory only, never written to files.
     """
 
     seed: int
@@ -77,6 +79,7 @@ class EpisodeRecord:
     messages: list[dict[str, str]] = field(default_factory=list)
     privacy_rate: float = 0.0
     harmful_rate: float = 0.0
+    revealed_before: list[list[str]] = field(default_factory=list)
 
     def metric(self, name: str) -> float:
         """A metric by its name (``return`` or an attribute)."""
@@ -91,6 +94,7 @@ class EpisodeAccumulator:
         self.ret, self.turns, self.bad_turns, self.jga_hits = 0.0, 0, 0, 0
         self.leaking, self.harmful = 0, 0
         self.consistency: list[float] = []
+        self.revealed_before: list[list[str]] = []
         self.terms: dict[str, float] = {}
 
     def add(self, reward: float, info: dict[str, Any]) -> None:
@@ -102,6 +106,7 @@ class EpisodeAccumulator:
         self.leaking += leaked_facts(ctx) > 0
         self.harmful += bool(ctx.safety_flags)
         self.consistency.append(persona_consistency([ctx])[0])
+        self.revealed_before.append([f"{s}={v}" for s, v in ctx.revealed_before.items()])
         self.jga_hits += self.core.tracker.known() == self.core.judge.revealed  # this dialogue's facts
         for k, v in info["reward_terms"].items():
             self.terms[k] = self.terms.get(k, 0.0) + v
@@ -126,6 +131,7 @@ class EpisodeAccumulator:
             messages=self.core.messages(),
             privacy_rate=self.leaking / turns,
             harmful_rate=self.harmful / turns,
+            revealed_before=self.revealed_before,
         )
 
 

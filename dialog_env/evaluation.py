@@ -161,6 +161,7 @@ def record_to_json(r: EpisodeRecord, with_messages: bool = False) -> dict[str, A
     """A JSON-serialisable dict of a record (``return`` spelled without the underscore)."""
     d = asdict(r)
     d["return"] = d.pop("return_")
+    d.pop("revealed_before")  # the user's facts: in memory for the NLI metric, never in a file
     if not with_messages:
         d.pop("messages")
     return d

@@ -13,7 +13,12 @@ The metrics personalised-dialogue work reports beside task success (PersonaChat,
 * ``left_rate`` and ``turns_before_leaving`` — the engagement proxy: the share of dialogues the user
   walked out of, and how many user turns it stayed in those;
 * ``perplexity`` — of the agent's utterances under a base LM given the dialogue before them (fluency
-  as that LM judges it). Needs a model; the slowest of these.
+  as that LM judges it). Needs a model; the slowest of these;
+* ``nli_c`` — PAML's consistency score C (Madotto et al., 2019) with the NLI detector of
+  :mod:`dialog_env.nli`: for each agent turn after the user revealed something, every (sentence,
+  revealed fact) pair scores +1 (entails), 0 (neutral) or -1 (contradicts); the turn's score is their
+  sum, and C is the mean over such turns. PAML scores a model against its own persona; here the
+  persona is the user's, as far as the user revealed it before the turn. Needs ``nli=True``.
 
 Utterances are lower-cased and split on non-alphanumeric characters.
 """
@@ -26,7 +31,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-QUALITY_METRICS = ("distinct_1", "distinct_2", "words", "bleu", "left_rate", "turns_before_leaving", "perplexity")
+QUALITY_METRICS = (
+    "distinct_1",
+    "distinct_2",
+    "words",
+    "bleu",
+    "left_rate",
+    "turns_before_leaving",
+    "perplexity",
+    "nli_c",
+)
 QUALITY_LABELS = {
     "distinct_1": "distinct-1",
     "distinct_2": "distinct-2",
@@ -35,6 +49,7 @@ QUALITY_LABELS = {
     "left_rate": "user left",
     "turns_before_leaving": "turns before leaving",
     "perplexity": "perplexity",
+    "nli_c": "C (PAML, NLI)",
 }
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -167,8 +182,43 @@ def perplexity(chats: Sequence[Sequence[dict[str, str]]], model: str = "smollm2"
     return math.exp(nll / count) if count else math.nan
 
 
+def nli_c(records: Sequence[Any], world: Any = None) -> float:
+    """PAML's C of a set of dialogues (see the module docstring); NaN when no turn followed a revealed fact.
+
+    Args:
+        records: Evaluation records with ``messages`` and ``revealed_before`` (one list of
+            ``"slot=value"`` keys per agent turn, as :class:`dialog_env.driver.EpisodeAccumulator` keeps them).
+        world: The world of the facts (default: the shipped one).
+    """
+    from dialog_env.nli import CONTRADICT, ENTAIL, load_detector, split_sentences
+    from dialog_env.world import load_world
+
+    world = world if world is not None else load_world()
+    premises, hypotheses, owner = [], [], []
+    turn = 0
+    for r in records:
+        for said, revealed in zip(agent_utterances(r.messages), r.revealed_before, strict=False):
+            if not revealed or not said.strip():
+                continue
+            facts = [f"{world.value(*key.split('=', 1)).fact}." for key in revealed]
+            for sentence in split_sentences(said):
+                for fact in facts:
+                    premises.append(fact)
+                    hypotheses.append(sentence)
+                    owner.append(turn)
+            turn += 1
+    if not turn:
+        return math.nan
+    scores = [0.0] * turn
+    if premises:
+        labels = load_detector().predict(premises, hypotheses)
+        for t, label in zip(owner, labels, strict=True):
+            scores[t] += 1.0 if label == ENTAIL else -1.0 if label == CONTRADICT else 0.0
+    return sum(scores) / turn
+
+
 def quality(
-    records: Sequence[Any], references: BleuReferences | None = None, lm: str | None = None
+    records: Sequence[Any], references: BleuReferences | None = None, lm: str | None = None, nli: bool = False
 ) -> dict[str, float]:
     """The quality metrics of a set of dialogues (records with ``messages`` and ``outcome``).
 
@@ -176,6 +226,7 @@ def quality(
         records: Evaluation records (:class:`dialog_env.driver.EpisodeRecord`).
         references: BLEU references (``bleu`` is NaN without).
         lm: A model for ``perplexity`` (NaN without).
+        nli: Also PAML's C with the NLI detector (``nli_c``; NaN without).
     """
     utterances = [u for r in records for u in agent_utterances(r.messages)]
     left = [r for r in records if r.outcome == "left"]
@@ -189,6 +240,7 @@ def quality(
             sum(sum(m["role"] == "user" for m in r.messages) for r in left) / len(left) if left else math.nan
         ),
         "perplexity": perplexity([r.messages for r in records], lm) if lm else math.nan,
+        "nli_c": nli_c(records) if nli else math.nan,
     }
 
 

@@ -92,3 +92,32 @@ def test_eval_nli_script(tmp_path, cache):
     result = json.loads((tmp_path / "nli_eval.json").read_text())
     assert result["accuracy"]["0"]["test_accuracy"] >= 0.884 and result["agreement"]["rule"]["turns"] > 0
     assert "ratio median" in r.stdout
+
+
+def _record(said, revealed):
+    from dialog_env.driver import EpisodeRecord
+
+    messages = [{"role": "user", "content": "Hi! Can you help me find a gift idea?"}]
+    for s in said:
+        messages += [{"role": "assistant", "content": s}, {"role": "user", "content": "OK."}]
+    return EpisodeRecord(seed=0, success=False, contradiction_rate=0.0, consistency=0.0, slots_discovered=0,
+                         turns=len(said), return_=0.0, jga=1.0, outcome="bye", messages=messages,
+                         revealed_before=revealed)  # fmt: skip
+
+
+def test_paml_c_scores_entailment_up_and_contradiction_down(cache):
+    import math
+
+    from agents.base import make_agent
+    from dialog_env.evaluation import evaluate, record_to_json
+    from dialog_env.quality import nli_c, quality
+
+    assert nli_c([_record(["So you're vegan."], [["diet=vegan"]])]) == 1.0
+    assert nli_c([_record(["So you're not vegan."], [["diet=vegan"]])]) == -1.0
+    assert nli_c([_record(["Hello there!", "So you're not vegan."], [["diet=vegan"], ["diet=vegan"]])]) == -0.5
+    assert math.isnan(nli_c([_record(["Do you have a pet?"], [[]])]))  # nothing revealed yet: not scored
+    records = evaluate(lambda: make_agent("planner"), split="test", episodes=4, mode="text")
+    assert all(len(r.revealed_before) == r.turns for r in records)
+    assert "revealed_before" not in record_to_json(records[0], with_messages=True)  # the user's facts stay in memory
+    c = quality(records, nli=True)["nli_c"]
+    assert -0.5 < c < 1.0  # the planner asks and recommends: mostly neutral sentences

@@ -79,7 +79,7 @@ def test_eval_quality_command(demos, tmp_path):
     cmd = [sys.executable, "-m", "dialog_env.cli", "eval", "--agents", "planner", "--episodes", "2",
            "--references", str(demos)]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert r.returncode == 2 and "--quality" in r.stderr
+    assert r.returncode == 2 and "--quality" in r.stderr and "--quality-nli" in r.stderr
     cmd = [sys.executable, "-m", "dialog_env.cli", "eval", "--agents", "planner", "--episodes", "2", "--quality",
            "--references", str(tmp_path / "none")]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -99,7 +99,7 @@ def test_benchmark_quality_table_and_charts(demos, tmp_path):
     for m in ("distinct_2", "words", "bleu", "left_rate"):
         assert (tmp_path / "bench" / f"quality_{m}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "bench" / "quality_perplexity.png").exists()  # not measured: no chart
-    with pytest.raises(ValueError, match="references and quality_lm: set quality"):
+    with pytest.raises(ValueError, match="references, quality_lm and quality_nli: set quality"):
         run_benchmark(BenchmarkConfig(agents=["rule"], references=str(demos)), tmp_path / "b2")
     with pytest.raises(ValueError, match="references: "):
         run_benchmark(
