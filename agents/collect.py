@@ -152,12 +152,19 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
         out: The data set folder.
         progress: Show a progress bar (default: when stderr is a terminal).
 
+    A collection survives being stopped: each finished dialogue is appended to a journal beside
+    ``out`` (``.<name>.journal.jsonl``, first line the arguments), and the same command run again
+    plays only the dialogues the journal lacks, then publishes the whole set and deletes the
+    journal. Against the agenda user the result equals an uninterrupted run's; against an LM user
+    the decisions and outcomes do too (they are the agenda policy's), the LM's wording of the
+    resumed dialogues may differ, as it depends on the dialogues in flight with them.
+
     Returns:
         The path of ``train.jsonl``.
 
     Raises:
-        CollectError: Bad arguments, a privileged agent without ``allow_privileged``, or an existing
-            data set without ``overwrite``.
+        CollectError: Bad arguments, a privileged agent without ``allow_privileged``, an existing
+            data set without ``overwrite``, or a journal of a collection with other arguments.
     """
     cfg.validate()
     out = Path(out)
@@ -175,15 +182,23 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
         )
     if cfg.roll_in:
         return write_dataset(out, cfg, collect_labels(cfg, agent, progress))
-    rows: list[dict[str, Any]] = []
+    journal = journal_path(out)
+    rows = resume_journal(journal, cfg)
+    done = {r["seed"] for r in rows}
+    todo = [s for s in range(cfg.seed, cfg.seed + cfg.episodes) if s not in done]
+    if rows:
+        print(f"collect: resuming from {journal}: {len(rows)} of {cfg.episodes} dialogues done", file=sys.stderr)
     bar = None
     if progress if progress is not None else sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.episodes, desc=f"collect {cfg.agent}", file=sys.stderr)
+        bar = tqdm(total=cfg.episodes, initial=len(rows), desc=f"collect {cfg.agent}", file=sys.stderr)
+    log = open(journal, "a", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
 
     def keep(core: PersonaRecCore, record: EpisodeRecord) -> None:
         rows.append(dialogue_row(core, record, cfg))
+        log.write(json.dumps(rows[-1]) + "\n")
+        log.flush()  # a killed run keeps every finished dialogue
         if bar is not None:
             bar.update(1)
 
@@ -193,22 +208,65 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool | None = None) -
     # one batched call (one agent per dialogue slot; the first is the one checked above).
     agents = iter([agent])
     try:
-        evaluate(
-            lambda: next(agents, None) or make_agent(cfg.agent),
-            split=cfg.split,
-            episodes=cfg.episodes,
-            seed=cfg.seed,
-            mode="text",
-            env_kwargs=env_kwargs,
-            on_end=keep,
-            in_flight=1 if cfg.user == "agenda" else cfg.batch_size,
-            batch_size=cfg.batch_size,
-        )
+        if todo:
+            evaluate(
+                lambda: next(agents, None) or make_agent(cfg.agent),
+                split=cfg.split,
+                seeds=todo,
+                mode="text",
+                env_kwargs=env_kwargs,
+                on_end=keep,
+                in_flight=1 if cfg.user == "agenda" else cfg.batch_size,
+                batch_size=cfg.batch_size,
+            )
     finally:
+        log.close()
         if bar is not None:
             bar.close()
     rows.sort(key=lambda r: r["seed"])
-    return write_dataset(out, cfg, rows)
+    path = write_dataset(out, cfg, rows)
+    journal.unlink(missing_ok=True)
+    return path
+
+
+JOURNAL_KEYS = ("agent", "split", "episodes", "seed", "prompt", "max_turns", "noise", "user", "reward_weights")
+"""The arguments a journal must share with the command that resumes it (what the rows depend on)."""
+
+
+def journal_path(out: Path) -> Path:
+    """Where a collection into ``out`` keeps its finished dialogues until it publishes them."""
+    return out.parent / f".{out.name}.journal.jsonl"
+
+
+def resume_journal(journal: Path, cfg: CollectConfig) -> list[dict[str, Any]]:
+    """The rows a stopped collection with the same arguments left (none if there is no journal).
+
+    Rewrites the journal with its header and those rows (dropping a line a kill cut short), so the
+    caller can append to it. A journal of other arguments is an error, or discarded with ``overwrite``.
+    """
+    header = {"journal": 1, **{k: getattr(cfg, k) for k in JOURNAL_KEYS}}
+    header = json.loads(json.dumps(header))  # as read back (tuples become lists)
+    rows: list[dict[str, Any]] = []
+    if journal.exists():
+        lines = journal.read_text(encoding="utf-8").splitlines()
+        try:
+            found = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            found = None
+        if found != header and not cfg.overwrite:
+            raise CollectError(
+                f"out: {journal} holds a stopped collection with other arguments ({found}); rerun it with the same "
+                "arguments to resume it, or pass --overwrite to start over"
+            )
+        if found == header:
+            for line in lines[1:]:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # the line a kill cut short; that dialogue is played again
+                    break
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_jsonl(journal, [header, *rows])
+    return rows
 
 
 def write_dataset(out: Path, cfg: CollectConfig, rows: list[dict[str, Any]]) -> Path:

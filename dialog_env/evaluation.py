@@ -105,8 +105,9 @@ def evaluate(
     batch_size: int = 16,
     on_end: EpisodeHook | None = None,
     in_flight: int = 1,
+    seeds: Sequence[int] | None = None,
 ) -> list[EpisodeRecord]:
-    """Evaluate one agent on ``episodes`` dialogues with seeds ``seed, seed+1, ...``.
+    """Evaluate one agent on ``episodes`` dialogues with seeds ``seed, seed+1, ...`` (or on ``seeds``).
 
     Every agent evaluated with the same ``seed`` meets the same personas and goals. An agent with
     an ``act_batch`` method (LM agents) plays ``batch_size`` dialogues in lockstep; an agent with a
@@ -125,14 +126,22 @@ def evaluate(
         in_flight: Dialogues in flight for an agent without ``act_batch`` (one agent built per
             dialogue slot): worth it where the user is an LM, whose turns are then phrased in one
             batched call per round. Records are the same as with one at a time for agenda users.
+        seeds: The episode seeds, in order, instead of ``episodes`` seeds from ``seed`` (a resumed
+            collection plays the ones it lacks).
 
     Raises:
         ValueError: Bad ``mode`` or ``episodes``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if seeds is not None:
+        seeds = list(seeds)
+        episodes = len(seeds)
+        if not seeds:
+            raise ValueError("seeds: give at least one episode seed")
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    order: Sequence[int] = seeds if seeds is not None else range(seed, seed + episodes)
     if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
         raise ValueError(f"in_flight must be a positive integer, got {in_flight!r}")
     agent = agent_factory()
@@ -143,16 +152,16 @@ def evaluate(
         envs = [gym.make(MODES[mode], split=split, **(env_kwargs or {})) for _ in range(n)]
         try:
             agents = agent if batched else [agent, *(agent_factory() for _ in range(n - 1))]
-            return play_agent(envs, agents, range(seed, seed + episodes), on_end)
+            return play_agent(envs, agents, order, on_end)
         finally:
             for e in envs:
                 e.close()
     env = gym.make(MODES[mode], split=split, **(env_kwargs or {}))
-    seeds: Iterable[int] = range(seed, seed + episodes)
+    it: Iterable[int] = order
     if progress is not None:
-        seeds = progress(seeds)
+        it = progress(it)
     try:
-        return [run_episode(env, agent, s, on_end=on_end) for s in seeds]
+        return [run_episode(env, agent, s, on_end=on_end) for s in it]
     finally:
         env.close()
 

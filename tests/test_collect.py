@@ -172,3 +172,31 @@ def test_roll_in_rows_are_the_teachers_replies_at_the_roll_in_policys_states(tmp
     assert differs > len(rows) // 2  # the planner does not speak like the rule agent
     with pytest.raises(CollectError, match="roll_in.*hidden persona"):
         collect(CollectConfig(roll_in="oracle", episodes=2), tmp_path / "x", progress=False)
+
+
+def test_a_stopped_collection_resumes_to_the_uninterrupted_data_set(tmp_path, monkeypatch):
+    import agents.collect as C
+
+    cfg = CollectConfig(episodes=10, seed=3)
+    whole = collect(cfg, tmp_path / "whole", progress=False).read_bytes()
+    real, calls = C.dialogue_row, []
+
+    def dies_on_the_fifth(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # as a Ctrl-C or a kill between two dialogues
+        return real(*args)
+
+    monkeypatch.setattr(C, "dialogue_row", dies_on_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        collect(cfg, tmp_path / "cut", progress=False)
+    journal = C.journal_path(tmp_path / "cut")
+    assert not (tmp_path / "cut").exists() and len(journal.read_text().splitlines()) == 1 + 4  # header + 4 rows
+    with journal.open("a") as f:
+        f.write('{"seed": 9, "messa')  # a line a kill cut short is played again, not read
+    monkeypatch.setattr(C, "dialogue_row", real)
+    with pytest.raises(CollectError, match="other arguments.*--overwrite"):
+        collect(CollectConfig(episodes=10, seed=3, noise=0.15), tmp_path / "cut", progress=False)
+    resumed = collect(cfg, tmp_path / "cut", progress=False)
+    assert resumed.read_bytes() == whole and not journal.exists()
+    assert (tmp_path / "cut" / "README.md").read_bytes() == (tmp_path / "whole" / "README.md").read_bytes()
