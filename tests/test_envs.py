@@ -375,7 +375,7 @@ def test_text_observation_is_the_whole_transcript_across_episodes(notes):
         ({"noise": 1.5}, "noise", "[0, 1)"),
         ({"noise": -0.1}, "noise", "[0, 1)"),
         ({"noise": "0.1"}, "noise", "[0, 1)"),
-        ({"tracker": "x"}, "tracker", "'rule', 'oracle'"),
+        ({"tracker": "x"}, "tracker", "'rule', 'learned', 'oracle'"),
         ({"reward_weights": {"nope": 1}}, "reward_weights", "'task_success'"),
         ({"reward_weights": {"task_success": float("nan")}}, "reward_weights", "finite number"),
         ({"reward_weights": {}}, "reward_weights", "at least one"),
