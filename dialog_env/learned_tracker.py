@@ -16,7 +16,8 @@ scorer is kept that small on purpose: trained on template sentences, a wider pai
 the templates' words and ranks paraphrases worse than the bare cosine.
 
 **Training data** are the user's template sentences (:func:`template_examples`: every template that
-carries a fact, with every value, in the contexts the agenda user says them; the value-free ones —
+carries a fact, with every value, in the contexts the agenda user says them; two facts joined in one
+sentence, as an LM rewriting two template sentences often says them; the value-free ones —
 declines, confirmations, goodbyes, requests — as negatives), optionally with more examples such as
 an LM user's verified turns (:func:`examples_from_data`). The lexicon cues are dropped for half of
 the training sentences (``cue_dropout``), so the classifier learns the words' meaning as well as the
@@ -54,13 +55,15 @@ from dialog_env.nlu import Lexicon, UserNLU, normalize
 from dialog_env.world import World, load_world
 
 N_CUES = 4  # value cues: cosine with the fact, cosine with the description, alias of this value, of another one
-RECIPE = 1  # version of the training recipe (part of the cache key)
+RECIPE = 2  # version of the training recipe (part of the cache key)
 
 # User templates that carry a fact, and the context they are said in: an answer to the slot's
 # question, a fact volunteered after answering another question, or a reason for a rejection.
 _ANSWER = ("inform", "inform_terse", "inform_chatty", "negate", "repeat")
 _VOLUNTEER = ("volunteer",)
 _REASON = ("reject_reason",)
+# Two facts in one sentence (answers to two questions at once).
+_JOINT = ("{a}, and {b}.", "{a} and {b}!", "{a_short}, and {b_short}.", "{a}, {b}.")
 # Value-free user templates (negatives: nothing to inform).
 _FREE = (
     "request",
@@ -129,6 +132,13 @@ def template_examples(world: World, seed: int = 0) -> list[TrackerExample]:
                 else:
                     asked = ()
                 out.extend(_sentence_examples(lexicon, text, asked))
+    # Two answers in one sentence, as a user (or an LM rewriting two template sentences) joins them.
+    values = list(world.values)
+    for v in values:
+        for joint in _JOINT:
+            o = rng.choice([x for x in values if x.slot != v.slot])
+            text = joint.format(a=_cap(v.fact), b=o.fact, a_short=_cap(v.short), b_short=o.short)
+            out.extend(_sentence_examples(lexicon, text, (v.slot, o.slot)))
     for template in USER_TEMPLATES["decline"]:  # a refusal names the slot's topic and states nothing
         for slot in world.slots:
             out.extend(_sentence_examples(lexicon, template.format(noun=slot.noun), (slot.name,)))

@@ -41,7 +41,7 @@ def test_paraphrases_are_unknown_to_the_rule_nlu_and_read_by_the_learned_one(rea
         assert not [a for a in rule.parse(e.sentence, e.asked, None, None) if a.intent == A.INFORM], e.sentence
     report = paraphrase_report(reader, world)
     assert report["rule_paraphrase_recall"] == 0.0
-    assert report["paraphrase_recall"] >= 0.5, report["paraphrase_misses"]  # measured 0.575
+    assert report["paraphrase_recall"] >= 0.5, report["paraphrase_misses"]  # measured 0.683
     assert report["paraphrase_exact"] >= 0.5
     nlu = LearnedNLU(Lexicon(world), reader)
     assert act_set(nlu.parse("I gave up meat years ago.", ("diet",))) == {(A.INFORM, "diet", "vegetarian")}
