@@ -39,7 +39,7 @@ import functools
 import hashlib
 import io
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -155,6 +155,17 @@ def template_examples(world: World, seed: int = 0) -> list[TrackerExample]:
     return list(dict.fromkeys(out))
 
 
+def user_turns(messages: Sequence[dict[str, str]], agent_nlu: Any) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """``(user text, slots the agent's previous message asked)`` of a chat, state notes in brackets dropped."""
+    asked: tuple[str, ...] = ()
+    for msg in messages:
+        text = "\n".join(x for x in msg["content"].split("\n") if not x.startswith("["))
+        if msg["role"] == "assistant":
+            asked = tuple(a.slot for a in agent_nlu.parse(text) if a.intent == A.ASK)  # type: ignore[misc]
+        elif msg["role"] == "user":
+            yield text, asked
+
+
 def examples_from_data(paths: Iterable[str | Path], world: World | None = None) -> list[TrackerExample]:
     """User sentences of collected dialogues (``dialog-env collect`` folders), labelled by the rule lexicon.
 
@@ -173,13 +184,8 @@ def examples_from_data(paths: Iterable[str | Path], world: World | None = None) 
     for path in paths:
         for file in sorted(Path(path).glob("*.jsonl")):
             for line in file.read_text(encoding="utf-8").splitlines():
-                asked: tuple[str, ...] = ()
-                for msg in json.loads(line)["messages"]:
-                    text = "\n".join(x for x in msg["content"].split("\n") if not x.startswith("["))
-                    if msg["role"] == "assistant":
-                        asked = tuple(a.slot for a in agent_nlu.parse(text) if a.intent == A.ASK)  # type: ignore[misc]
-                    elif msg["role"] == "user":
-                        out.extend(_sentence_examples(lexicon, text, asked))
+                for text, asked in user_turns(json.loads(line)["messages"], agent_nlu):
+                    out.extend(_sentence_examples(lexicon, text, asked))
     return list(dict.fromkeys(out))
 
 

@@ -92,7 +92,7 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
 
     from dialog_env import acts as A
     from dialog_env.envs.persona_rec import PersonaRecEnv
-    from dialog_env.learned_tracker import load_reader
+    from dialog_env.learned_tracker import load_reader, user_turns
     from dialog_env.lm import GenerationConfig, generate_batch
     from dialog_env.nlu import AgentNLU, Lexicon, UserNLU
     from dialog_env.users.lm import LMUser
@@ -109,17 +109,10 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
         env = envs.setdefault(row["split"], PersonaRecEnv(split=row["split"]))
         env.reset(seed=row["seed"])
         lm_user.persona = env.unwrapped.persona  # the LM is told the speaker's facts, as in the env
-        asked: tuple[str, ...] = ()
-        for msg in row["messages"]:
-            text = "\n".join(x for x in msg["content"].split("\n") if not x.startswith("["))
-            if msg["role"] == "assistant":
-                asked = tuple(a.slot for a in agent_nlu.parse(text) if a.intent == A.ASK)  # type: ignore[misc]
-            elif msg["role"] == "user":
-                facts = frozenset(
-                    (a.slot, a.value) for a in rule.parse(text, asked, None, None) if a.intent == A.INFORM
-                )
-                if facts and len(jobs) < turns:
-                    jobs.append((lm_user.conversation(text), asked, facts))  # type: ignore[arg-type]
+        for text, asked in user_turns(row["messages"], agent_nlu):
+            facts = frozenset((a.slot, a.value) for a in rule.parse(text, asked, None, None) if a.intent == A.INFORM)
+            if facts and len(jobs) < turns:
+                jobs.append((lm_user.conversation(text), asked, facts))  # type: ignore[arg-type]
     model_, tokenizer = lm_user.lm
     config = GenerationConfig(max_new_tokens=48, do_sample=True, temperature=0.7)
     texts: list[str] = []
