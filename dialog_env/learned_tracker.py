@@ -418,7 +418,10 @@ def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueRea
     forms = [(v.slot, v.id, v.fact, v.short, v.aliases) for v in w.values]
     key = hashlib.sha256(repr((forms, seed, USER_TEMPLATES, RECIPE)).encode()).hexdigest()[:16]
     if key in _READERS:
-        return _READERS[key]
+        reader = _READERS[key]
+        if reader.embedder is not shared_embedder():  # the process's embedder changed (use_embedder)
+            reader = _READERS[key] = SlotValueReader(w, reader.head, shared_embedder(), reader.threshold)
+        return reader
     path = cache_dir() / "tracker" / f"{key}.pt"
     embedder = shared_embedder()
     head = build_head(embedder.dim, len(w.slots))
@@ -442,7 +445,7 @@ class LearnedNLU:
     """The user-side NLU of ``tracker="learned"``: the rule reading, with the facts read by the learned reader.
 
     Same ``parse`` call as :class:`~dialog_env.nlu.UserNLU`. The reader is loaded on first use
-    (and again after unpickling, from the cache).
+    (and again after unpickling, from the cache, or when the process's embedder changes).
 
     Args:
         lexicon: The world's lexicon.
@@ -453,11 +456,12 @@ class LearnedNLU:
         self.lexicon = lexicon
         self.rule = UserNLU(lexicon)
         self._reader = reader
+        self._given = reader is not None
 
     @property
     def reader(self) -> SlotValueReader:
         """The learned reader (loaded on first use)."""
-        if self._reader is None:
+        if self._reader is None or (not self._given and self._reader.embedder is not shared_embedder()):
             self._reader = load_reader(self.lexicon.world)
         return self._reader
 

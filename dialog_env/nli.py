@@ -166,9 +166,37 @@ class Embedder:
 
 
 @functools.lru_cache(maxsize=2)
-def shared_embedder(model: str | None = None) -> Embedder:
-    """One embedder per process and model."""
+def _local_embedder(model: str | None = None) -> Embedder:
     return Embedder(model)
+
+
+_PROCESS_EMBEDDER: Any = None
+
+
+def use_embedder(embedder: Any) -> None:
+    """Make ``embedder`` the default embedder of this process (``None``: a local MiniLM again).
+
+    What the detectors and learned trackers of this process embed goes through it from their next
+    call on: an env given ``embedder=`` (an :class:`~dialog_env.embedding_service.EmbeddingService`
+    client) calls this, so the envs of a vector env share one model.
+
+    Args:
+        embedder: ``__call__(texts) -> array (n, dim)`` with a ``dim``; or ``None``.
+
+    Raises:
+        TypeError: ``embedder`` is not callable or has no ``dim``.
+    """
+    global _PROCESS_EMBEDDER
+    if embedder is not None and not (callable(embedder) and hasattr(embedder, "dim")):
+        raise TypeError(f"embedder must be callable (texts -> array) with a dim, got {embedder!r}")
+    _PROCESS_EMBEDDER = embedder
+
+
+def shared_embedder(model: str | None = None) -> Embedder:
+    """The process's embedder: the one :func:`use_embedder` set (default model only), else one per model."""
+    if model is None and _PROCESS_EMBEDDER is not None:
+        return _PROCESS_EMBEDDER
+    return _local_embedder(model)
 
 
 _NEGATION = re.compile(r"\b(not|no|never|nothing|don't|doesn't|didn't|isn't|aren't|wasn't|can't|won't)\b")
@@ -325,9 +353,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DIALOG_ENV_CACHE", Path.home() / ".cache" / "dialog_env"))
 
 
-@functools.lru_cache(maxsize=4)
 def load_detector(world: str | None = None, seed: int = 0) -> NLIDetector:
-    """The detector of a world (trained on first use, then read from the cache; written atomically)."""
+    """The detector of a world (trained on first use, then read from the cache; written atomically).
+
+    It embeds through the process's embedder (:func:`shared_embedder`) as it is at this call.
+    """
+    return NLIDetector(_load_head(world, seed), shared_embedder())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_head(world: str | None, seed: int) -> Any:
     import torch
 
     from dialog_env.io import atomic_write_bytes
@@ -347,14 +382,14 @@ def load_detector(world: str | None = None, seed: int = 0) -> NLIDetector:
     if path.is_file():
         try:
             head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return NLIDetector(head, embedder)
+            return head.eval()
         except Exception:  # noqa: BLE001 - an unreadable cache entry is retrained
             pass
     detector, _ = train_detector(w, seed=seed, embedder=embedder)
     buf = io.BytesIO()
     torch.save(detector.head.state_dict(), buf)
     atomic_write_bytes(path, buf.getvalue())
-    return detector
+    return detector.head
 
 
 class NLIConsistency:
@@ -370,6 +405,7 @@ class NLIConsistency:
     """
 
     name = "nli_consistency"
+    embeds = True  # it embeds sentences: a vector env shares one embedder for it (embedding_service)
 
     def __init__(self, penalty: float = 2.0, floor: float = -4.0, threshold: float = 0.5) -> None:
         self.penalty, self.floor, self.threshold = float(penalty), float(floor), float(threshold)
@@ -377,7 +413,7 @@ class NLIConsistency:
 
     def __call__(self, contexts: Sequence[Any]) -> list[float]:
         """Batched over the contexts (one embedding pass for all their new sentences)."""
-        if self._detector is None:
+        if self._detector is None or self._detector.embedder is not shared_embedder():
             self._detector = load_detector()
             self._detector.threshold = self.threshold
         out = []

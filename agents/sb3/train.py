@@ -16,7 +16,7 @@ import yaml
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.sb3.callbacks import EvalAndCheckpoint, RewardTermLogger, write_metrics
 from agents.sb3.checkpoints import (
@@ -30,6 +30,7 @@ from agents.sb3.checkpoints import (
 from agents.sb3.config import ALGOS, VEC_ENVS, ConfigError, TrainConfig, load_hyperparams, parse_overrides
 from agents.sb3.recurrent import POLICIES
 from dialog_env.cliargs import add_dataclass_arguments, dataclass_values
+from dialog_env.embedding_service import EmbeddingService, needs_embedder
 from dialog_env.evaluation import evaluate, summarize
 from dialog_env.interrupt import TrainingInterrupted, stop_on_signals
 from dialog_env.io import atomic_write_text
@@ -75,16 +76,59 @@ def make_train_env(
         snapshots: Pickled envs of a checkpoint; they continue their dialogues instead of new envs.
         mask_in_observation: Append the action mask to observations (a policy that reads it there).
     """
-    if snapshots is not None:
-        import cloudpickle
+    env_kwargs: dict[str, Any] = {"split": cfg.split, "render_mode": None, **cfg.env_kwargs()}
+    # Subprocess envs that embed sentences share one embedder (model, cache, batches) in a server process.
+    service = EmbeddingService() if cfg.vec_env == "subproc" and needs_embedder(env_kwargs) else None
+    try:
+        if snapshots is not None:
+            import cloudpickle
 
-        fns = [functools.partial(cloudpickle.loads, blob) for blob in snapshots]
-        return VEC_ENVS[cfg.vec_env](fns)
+            fns = [functools.partial(cloudpickle.loads, blob) for blob in snapshots]
+            venv = VEC_ENVS[cfg.vec_env](fns)
+            if service is not None:
+                venv.env_method("use_embedder", service.client())
+        else:
+            if service is not None:
+                env_kwargs["embedder"] = service.client()
+            venv = _make_vec_env(cfg, n_envs, seed, env_kwargs, mask_in_observation)
+    except BaseException:
+        if service is not None:
+            service.close()
+        raise
+    return venv if service is None else SharedEmbeddings(venv, service)
+
+
+class SharedEmbeddings(VecEnvWrapper):
+    """A vector env whose envs embed through one :class:`~dialog_env.embedding_service.EmbeddingService`.
+
+    Closing it stops the service.
+    """
+
+    def __init__(self, venv: VecEnv, service: EmbeddingService) -> None:
+        super().__init__(venv)
+        self.service = service
+
+    def reset(self) -> Any:  # noqa: D102
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:  # noqa: D102
+        return self.venv.step_wait()
+
+    def close(self) -> None:  # noqa: D102
+        try:
+            self.venv.close()
+        finally:
+            self.service.close()
+
+
+def _make_vec_env(
+    cfg: TrainConfig, n_envs: int, seed: int, env_kwargs: dict[str, Any], mask_in_observation: bool
+) -> VecEnv:
     return make_vec_env(
         cfg.env_id,
         n_envs=n_envs,
         seed=seed,
-        env_kwargs={"split": cfg.split, "render_mode": None, **cfg.env_kwargs()},
+        env_kwargs=env_kwargs,
         wrapper_class=functools.partial(
             _wrap_for_sb3,
             previous_action_reward=cfg.previous_action_reward,

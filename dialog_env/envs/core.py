@@ -67,6 +67,7 @@ class PersonaRecCore(gym.Env):
         max_turns: int = 20,
         render_mode: str | None = None,
         debug: bool = False,
+        embedder: Any = None,
     ) -> None:
         if split not in (*SPLITS, "all"):
             raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
@@ -88,6 +89,8 @@ class PersonaRecCore(gym.Env):
             "reward_weights": _copy_specs(reward_weights),
             "max_turns": max_turns,
         }
+        if embedder is not None:
+            self.use_embedder(embedder)
         self.world: World = load_world(world)
         self.split = split
         self.noise = float(noise)
@@ -128,6 +131,21 @@ class PersonaRecCore(gym.Env):
         self._noise_rng: random.Random | None = None
         self._history: list[tuple[str, str]] = []
         self._rewards: list[dict[str, float]] = []
+
+    def use_embedder(self, embedder: Any) -> None:
+        """Embed sentences (``nli_consistency``, ``tracker="learned"``) through ``embedder`` in this process.
+
+        What the ``embedder=`` argument does; a vector env restored from pickled envs calls it
+        through ``env_method`` to reconnect its envs to a new
+        :class:`~dialog_env.embedding_service.EmbeddingService`. It sets the process-wide embedder
+        (:func:`dialog_env.nli.use_embedder`): one per process, as a vector env's subprocess holds one env.
+
+        Raises:
+            TypeError: ``embedder`` is not callable or has no ``dim``.
+        """
+        from dialog_env.nli import use_embedder
+
+        use_embedder(embedder)
 
     # -- episode ------------------------------------------------------------------------------
     def _start(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:

@@ -93,6 +93,7 @@ class PersonaRecEnv(PersonaRecCore):
     | `max_turns`      | int          | 20        | turn limit (truncation); the observation's progress scale |
     | `render_mode`    | str \\| None  | None      | `"ansi"` returns the transcript with reward terms        |
     | `debug`          | bool         | False     | add `info["debug"]` with the hidden persona (never for training) |
+    | `embedder`       | object \\| None | None    | one embedder for a vector env's envs (`EmbeddingService`) |
 
     ## Information
 
