@@ -25,8 +25,10 @@ aliases. Noise levels need no data of their own: the noisy channel renders the m
 the same templates.
 
 **The tracker** (:class:`LearnedNLU`) keeps the rule reading of everything but facts (requests,
-declines, confirmations, recommendations judged, goodbyes: the learned part is the slot values)
-and replaces the rule NLU's informs by the reader's (none for a slot the turn declines).
+declines, confirmations, recommendations judged, goodbyes: the learned part is the slot values).
+For the facts, a slot the lexicon reads in the turn keeps the lexicon's value and the reader
+states the others (none for a slot the turn declines): it reads paraphrases the lexicon misses and
+cannot lose what the lexicon reads (``rules_first=False``: the reader alone).
 :func:`load_reader` trains once per world and seed and caches the heads under ``$DIALOG_ENV_CACHE``
 (default ``~/.cache/dialog_env``).
 The held-out test is a hand-written set of paraphrases that use no alias
@@ -373,21 +375,26 @@ def train_reader(
 
 
 def paraphrase_report(reader: SlotValueReader, world: World | None = None) -> dict[str, Any]:
-    """How the reader and the rule NLU read the held-out paraphrases.
+    """How the reader, the learned tracker's NLU and the rule NLU read the held-out paraphrases.
 
     ``*_recall``: the paraphrase's value was read; ``*_exact``: it was read and nothing else was.
+    ``paraphrase_*``: the reader alone; ``tracker_*``: :class:`LearnedNLU` (rules first).
     """
     world = world if world is not None else load_world()
     rule = UserNLU(Lexicon(world))
+    nlu = LearnedNLU(Lexicon(world), reader)
     para = load_paraphrases(world)
-    learned_hit = learned_exact = rule_hit = 0
+    learned_hit = learned_exact = rule_hit = tracker_hit = tracker_exact = 0
     misses = []
     for e in para:
         got = set(reader.read(e.sentence, e.asked))
         ruled = {(a.slot, a.value) for a in rule.parse(e.sentence, e.asked, None, None) if a.intent == A.INFORM}
+        tracked = set(nlu.facts(e.sentence, e.asked))
         learned_hit += e.values <= got
         learned_exact += e.values == got
         rule_hit += e.values <= ruled
+        tracker_hit += e.values <= tracked
+        tracker_exact += e.values == tracked
         if e.values != got:
             misses.append({"sentence": e.sentence, "want": sorted(e.values), "read": sorted(got)})
     n = len(para)
@@ -396,6 +403,8 @@ def paraphrase_report(reader: SlotValueReader, world: World | None = None) -> di
         "paraphrase_recall": learned_hit / n,
         "paraphrase_exact": learned_exact / n,
         "rule_paraphrase_recall": rule_hit / n,
+        "tracker_recall": tracker_hit / n,
+        "tracker_exact": tracker_exact / n,
         "paraphrase_misses": misses,
     }
 
@@ -450,13 +459,17 @@ class LearnedNLU:
     Args:
         lexicon: The world's lexicon.
         reader: A trained reader; default: :func:`load_reader` of the lexicon's world.
+        rules_first: A slot the lexicon reads in the turn keeps the lexicon's value, and the reader
+            fills in the slots it does not read (paraphrases with no alias); ``False``: the reader
+            alone states the facts.
     """
 
-    def __init__(self, lexicon: Lexicon, reader: SlotValueReader | None = None) -> None:
+    def __init__(self, lexicon: Lexicon, reader: SlotValueReader | None = None, rules_first: bool = True) -> None:
         self.lexicon = lexicon
         self.rule = UserNLU(lexicon)
         self._reader = reader
         self._given = reader is not None
+        self.rules_first = bool(rules_first)
 
     @property
     def reader(self) -> SlotValueReader:
@@ -474,12 +487,30 @@ class LearnedNLU:
     ) -> tuple[DialogueAct, ...]:
         """Parse a user turn (see :meth:`dialog_env.nlu.UserNLU.parse` for the arguments)."""
         ruled = self.rule.parse(text, asked, confirming, recommended)
-        facts = [DialogueAct(A.INFORM, s, v) for s, v in self.reader.read(text, tuple(asked))]
         kept = [a for a in ruled if a.intent not in (A.INFORM, A.CHITCHAT)]
-        declined = {a.slot for a in kept if a.intent == A.DECLINE}
-        facts = [a for a in facts if a.slot not in declined]  # a refusal states nothing of its slot
+        facts = [DialogueAct(A.INFORM, s, v) for s, v in self.facts(text, asked, ruled)]
         acts = tuple(dict.fromkeys([*kept, *facts]))
         return acts or (DialogueAct(A.CHITCHAT),)
+
+    def facts(
+        self, text: str, asked: Sequence[str] = (), ruled: Sequence[DialogueAct] | None = None
+    ) -> list[tuple[str, str]]:
+        """The ``(slot, value)`` facts this NLU reads in a user turn.
+
+        Args:
+            text: The user's turn.
+            asked: Slots the agent asked about in the turn before.
+            ruled: The rule NLU's parse of the turn, if already made.
+        """
+        if ruled is None:
+            ruled = self.rule.parse(text, tuple(asked), None, None)
+        declined = {a.slot for a in ruled if a.intent == A.DECLINE}  # a refusal states nothing of its slot
+        read = [(s, v) for s, v in self.reader.read(text, tuple(asked)) if s not in declined]
+        if not self.rules_first:
+            return read
+        lexicon = [(a.slot, a.value) for a in ruled if a.intent == A.INFORM and a.slot and a.value]
+        said = {s for s, _ in lexicon}
+        return list(dict.fromkeys([*lexicon, *(f for f in read if f[0] not in said)]))  # type: ignore[list-item]
 
     def __getstate__(self) -> dict[str, Any]:  # the reader is reloaded (from the cache) after unpickling
         return {**self.__dict__, "_reader": None}

@@ -64,20 +64,27 @@ def shadow_jga(agent_spec: str, episodes: int, noise: float, split: str) -> dict
 def lm_text(paths: list[str]) -> dict[str, Any]:
     """Sentence-level reading of LM-user turns by both NLUs (labels: the lexicon's reading of the verified text)."""
     from dialog_env import acts as A
-    from dialog_env.learned_tracker import examples_from_data, load_reader
+    from dialog_env.learned_tracker import LearnedNLU, examples_from_data, load_reader
     from dialog_env.nlu import Lexicon, UserNLU
     from dialog_env.world import load_world
 
     world = load_world()
     rule, reader = UserNLU(Lexicon(world)), load_reader(world)
+    nlu = LearnedNLU(Lexicon(world), reader)
     examples = examples_from_data(paths, world)
-    rule_ok = learned_ok = 0
+    rule_ok = learned_ok = tracker_ok = 0
     for e in examples:
-        ruled = {(a.slot, a.value) for a in rule.parse(e.sentence, e.asked, None, None) if a.intent == A.INFORM}
-        rule_ok += ruled == set(e.values)
+        ruled = [a for a in rule.parse(e.sentence, e.asked, None, None)]
+        rule_ok += {(a.slot, a.value) for a in ruled if a.intent == A.INFORM} == set(e.values)
         learned_ok += set(reader.read(e.sentence, e.asked)) == set(e.values)
+        tracker_ok += set(nlu.facts(e.sentence, e.asked, ruled)) == set(e.values)
     n = max(1, len(examples))
-    return {"sentences": len(examples), "rule_exact": rule_ok / n, "learned_exact": learned_ok / n}
+    return {
+        "sentences": len(examples),
+        "rule_exact": rule_ok / n,
+        "learned_exact": learned_ok / n,
+        "tracker_exact": tracker_ok / n,
+    }
 
 
 def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int) -> dict[str, Any]:
@@ -92,7 +99,7 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
 
     from dialog_env import acts as A
     from dialog_env.envs.persona_rec import PersonaRecEnv
-    from dialog_env.learned_tracker import load_reader, user_turns
+    from dialog_env.learned_tracker import LearnedNLU, load_reader, user_turns
     from dialog_env.lm import GenerationConfig, generate_batch
     from dialog_env.nlu import AgentNLU, Lexicon, UserNLU
     from dialog_env.users.lm import LMUser
@@ -101,6 +108,7 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
     world = load_world()
     lexicon = Lexicon(world)
     rule, agent_nlu, reader = UserNLU(lexicon), AgentNLU(lexicon), load_reader(world)
+    nlu = LearnedNLU(lexicon, reader)
     lm_user = LMUser(world, model)
     envs: dict[str, Any] = {}
     jobs: list[tuple[Any, tuple[str, ...], frozenset[tuple[str, str]]]] = []
@@ -119,24 +127,30 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
     for start in range(0, len(jobs), batch):
         chunk = [c for c, _, _ in jobs[start : start + batch]]
         texts += [" ".join(t.split()) for t in generate_batch(model_, tokenizer, chunk, config, seed + start)[0]]
-    rows_out, rule_ok, learned_ok, rule_miss, learned_on_miss = [], 0, 0, 0, 0
+    rows_out, rule_ok, learned_ok, tracker_ok, rule_miss, learned_on_miss, tracker_on_miss = [], 0, 0, 0, 0, 0, 0
     for text, (_, asked, facts) in zip(texts, jobs, strict=True):
-        ruled = {(a.slot, a.value) for a in rule.parse(text, asked, None, None) if a.intent == A.INFORM}
+        parsed = rule.parse(text, asked, None, None)
+        ruled = {(a.slot, a.value) for a in parsed if a.intent == A.INFORM}
         learned = set(reader.read(text, asked))
+        tracked = set(nlu.facts(text, asked, parsed))
         rule_ok += ruled == facts
         learned_ok += learned == facts
+        tracker_ok += tracked == facts
         if ruled != facts:
             rule_miss += 1
             learned_on_miss += learned == facts
+            tracker_on_miss += tracked == facts
         rows_out.append({"text": text, "asked": asked, "facts": sorted(facts), "rule": sorted(ruled),
-                         "learned": sorted(learned)})  # fmt: skip
+                         "learned": sorted(learned), "tracker": sorted(tracked)})  # fmt: skip
     n = max(1, len(jobs))
     return {
         "turns": len(jobs),
         "rule_exact": rule_ok / n,
         "learned_exact": learned_ok / n,
+        "tracker_exact": tracker_ok / n,
         "rule_misses": rule_miss,
         "learned_exact_where_rule_misses": learned_on_miss / max(1, rule_miss),
+        "tracker_exact_where_rule_misses": tracker_on_miss / max(1, rule_miss),
         "rewrites": rows_out,
     }
 
@@ -163,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"paraphrases": paraphrase_report(load_reader()), "dialogues": {}}
     para = result["paraphrases"]
     print(f"held-out paraphrases ({para['paraphrases']}): rule reads {para['rule_paraphrase_recall']:.3f}, "
-          f"learned reads {para['paraphrase_recall']:.3f} (exactly: {para['paraphrase_exact']:.3f})")  # fmt: skip
+          f"the reader {para['paraphrase_recall']:.3f} (exactly: {para['paraphrase_exact']:.3f}), "
+          f"the learned tracker {para['tracker_recall']:.3f} (exactly: {para['tracker_exact']:.3f})")  # fmt: skip
     print("\n| noise | turns | rule JGA | learned JGA |\n|---|---|---|---|")
     for noise in args.noise:
         r = shadow_jga(args.agent, args.episodes, noise, args.split)
@@ -172,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.lm_data:
         r = result["lm_text"] = lm_text(args.lm_data)
         print(f"\nLM-user sentences: {r['sentences']}; rule exact {r['rule_exact']:.3f}, "
-              f"learned exact {r['learned_exact']:.3f}")  # fmt: skip
+              f"reader exact {r['learned_exact']:.3f}, learned tracker exact {r['tracker_exact']:.3f}")  # fmt: skip
     if args.rewrite_data:
         r = result["lm_rewrites"] = lm_rewrites(
             args.rewrite_data, args.rewrite_turns, args.rewrite_model, args.rewrite_batch, seed=0
         )
         print(f"\nunchecked LM rewrites of {r['turns']} fact-stating user turns: rule exact {r['rule_exact']:.3f}, "
-              f"learned exact {r['learned_exact']:.3f}; where the rule NLU misreads ({r['rule_misses']} turns) "
-              f"the learned one is right in {r['learned_exact_where_rule_misses']:.3f}")  # fmt: skip
+              f"reader exact {r['learned_exact']:.3f}, learned tracker exact {r['tracker_exact']:.3f}; where the "
+              f"rule NLU misreads ({r['rule_misses']} turns) the reader is right in "
+              f"{r['learned_exact_where_rule_misses']:.3f}, the learned tracker in "
+              f"{r['tracker_exact_where_rule_misses']:.3f}")  # fmt: skip
     if args.out:
         from dialog_env.io import atomic_write_json
 

@@ -117,3 +117,21 @@ def test_examples_from_collected_dialogues(tmp_path):
     assert by_sentence["Oh, I have a cat."].asked == ("pet",)
     assert by_sentence["Also, I'm vegan."].values == {("diet", "vegan")}
     assert not any("[" in e.sentence for e in examples)  # the state notes are not the user's words
+
+
+class WrongOnDiet:
+    """A reader that misreads the diet and reads a pet no lexicon word names."""
+
+    def read(self, text, asked):
+        return [("diet", "vegetarian"), ("pet", "cat")]
+
+
+def test_the_lexicon_keeps_its_slots_and_the_reader_fills_the_rest():
+    lexicon = Lexicon(load_world())
+    first = LearnedNLU(lexicon, WrongOnDiet())
+    assert set(first.facts("I'm vegan.", ("diet",))) == {("diet", "vegan"), ("pet", "cat")}
+    assert act_set(first.parse("I'm vegan.", ("diet",))) == {(A.INFORM, "diet", "vegan"), (A.INFORM, "pet", "cat")}
+    alone = LearnedNLU(lexicon, WrongOnDiet(), rules_first=False)
+    assert set(alone.facts("I'm vegan.", ("diet",))) == {("diet", "vegetarian"), ("pet", "cat")}
+    declined = first.facts("I'd prefer not to talk about my diet.", ("diet",))
+    assert declined == [("pet", "cat")]  # a declined slot states nothing, whoever reads it
