@@ -409,7 +409,8 @@ def paraphrase_report(reader: SlotValueReader, world: World | None = None) -> di
     }
 
 
-_READERS: dict[str, SlotValueReader] = {}
+_READERS: dict[tuple[str, int], SlotValueReader] = {}
+_HEADS: dict[str, Any] = {}
 
 
 def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueReader:
@@ -426,13 +427,13 @@ def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueRea
     w = world if isinstance(world, World) else load_world(world)
     forms = [(v.slot, v.id, v.fact, v.short, v.aliases) for v in w.values]
     key = hashlib.sha256(repr((forms, seed, USER_TEMPLATES, RECIPE)).encode()).hexdigest()[:16]
-    if key in _READERS:
-        reader = _READERS[key]
-        if reader.embedder is not shared_embedder():  # the process's embedder changed (use_embedder)
-            reader = _READERS[key] = SlotValueReader(w, reader.head, shared_embedder(), reader.threshold)
+    embedder = shared_embedder()
+    if (key, id(embedder)) in _READERS:  # a reader holds its embedder, so the id is not reused while cached
+        return _READERS[key, id(embedder)]
+    if key in _HEADS:  # trained or read already, for another embedder
+        reader = _READERS[key, id(embedder)] = SlotValueReader(w, _HEADS[key], embedder)
         return reader
     path = cache_dir() / "tracker" / f"{key}.pt"
-    embedder = shared_embedder()
     head = build_head(embedder.dim, len(w.slots))
     reader = None
     if path.is_file():
@@ -446,7 +447,8 @@ def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueRea
         buf = io.BytesIO()
         torch.save(reader.head.state_dict(), buf)
         atomic_write_bytes(path, buf.getvalue())
-    _READERS[key] = reader
+    _HEADS[key] = reader.head
+    _READERS[key, id(embedder)] = reader
     return reader
 
 

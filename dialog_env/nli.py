@@ -25,12 +25,13 @@ sentence is embedded once per process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,23 +174,43 @@ def _local_embedder(model: str | None = None) -> Embedder:
 _PROCESS_EMBEDDER: Any = None
 
 
+def check_embedder(embedder: Any) -> Any:
+    """``embedder`` if it can embed (``__call__(texts) -> array (n, dim)`` with a ``dim``) or is ``None``.
+
+    Raises:
+        TypeError: ``embedder`` is not callable or has no ``dim``.
+    """
+    if embedder is not None and not (callable(embedder) and hasattr(embedder, "dim")):
+        raise TypeError(f"embedder must be callable (texts -> array) with a dim, got {embedder!r}")
+    return embedder
+
+
 def use_embedder(embedder: Any) -> None:
     """Make ``embedder`` the default embedder of this process (``None``: a local MiniLM again).
 
     What the detectors and learned trackers of this process embed goes through it from their next
-    call on: an env given ``embedder=`` (an :class:`~dialog_env.embedding_service.EmbeddingService`
-    client) calls this, so the envs of a vector env share one model.
-
-    Args:
-        embedder: ``__call__(texts) -> array (n, dim)`` with a ``dim``; or ``None``.
+    call on. An env given ``embedder=`` does not change the default: it embeds through its own
+    during its own ``reset`` and ``step`` (:func:`embedding_with`).
 
     Raises:
         TypeError: ``embedder`` is not callable or has no ``dim``.
     """
     global _PROCESS_EMBEDDER
-    if embedder is not None and not (callable(embedder) and hasattr(embedder, "dim")):
-        raise TypeError(f"embedder must be callable (texts -> array) with a dim, got {embedder!r}")
-    _PROCESS_EMBEDDER = embedder
+    _PROCESS_EMBEDDER = check_embedder(embedder)
+
+
+@contextlib.contextmanager
+def embedding_with(embedder: Any) -> Iterator[None]:
+    """Within the block, :func:`shared_embedder` is ``embedder`` (``None``: the default, unchanged)."""
+    global _PROCESS_EMBEDDER
+    if embedder is None:
+        yield
+        return
+    previous, _PROCESS_EMBEDDER = _PROCESS_EMBEDDER, embedder
+    try:
+        yield
+    finally:
+        _PROCESS_EMBEDDER = previous
 
 
 def shared_embedder(model: str | None = None) -> Embedder:

@@ -145,7 +145,23 @@ def test_async_vector_env_envs_share_one_embedder(service, cache):
     after = service.stats()
     assert after["clients"] - before["clients"] == 2  # the two env processes, one server
     assert after["sentences"] > before["sentences"] and after["pid"] == before["pid"]
-    assert shared_embedder() is not None  # this process kept its own (the env argument is per process)
+    # Gymnasium built a first env here too (for its spaces): this process's default is untouched
+    assert isinstance(shared_embedder(), Embedder)
+
+
+@pytest.mark.slow
+def test_an_env_embeds_through_its_own_embedder_only_during_its_steps(service, cache):
+    client = service.client()
+    own = PersonaRecTextEnv(split="test", reward_weights=NLI_REWARD, embedder=client)
+    plain = PersonaRecTextEnv(split="test", reward_weights=NLI_REWARD)
+    for env in (own, plain):
+        env.reset(seed=3, options={"persona": PERSONA, "goal": "place", "earlier": TOLD})
+        assert env.step(MISSED_BY_RULES[0])[4]["reward_terms"]["nli_consistency"] == -2.0
+    assert client._cache and isinstance(shared_embedder(), Embedder)  # own's sentences went through the service
+    again = pickle.loads(pickle.dumps(own))  # no connection (and no key) in a pickle
+    assert again._embedder is None
+    again.use_embedder(client)
+    assert again.step("So you're not vegan.")[4]["reward_terms"]["nli_consistency"] == -2.0
 
 
 @pytest.mark.slow

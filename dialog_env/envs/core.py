@@ -89,6 +89,7 @@ class PersonaRecCore(gym.Env):
             "reward_weights": _copy_specs(reward_weights),
             "max_turns": max_turns,
         }
+        self._embedder: Any = None
         if embedder is not None:
             self.use_embedder(embedder)
         self.world: World = load_world(world)
@@ -133,22 +134,31 @@ class PersonaRecCore(gym.Env):
         self._rewards: list[dict[str, float]] = []
 
     def use_embedder(self, embedder: Any) -> None:
-        """Embed sentences (``nli_consistency``, ``tracker="learned"``) through ``embedder`` in this process.
+        """Embed this env's sentences (``nli_consistency``, ``tracker="learned"``) through ``embedder``.
 
-        What the ``embedder=`` argument does; a vector env restored from pickled envs calls it
-        through ``env_method`` to reconnect its envs to a new
-        :class:`~dialog_env.embedding_service.EmbeddingService`. It sets the process-wide embedder
-        (:func:`dialog_env.nli.use_embedder`): one per process, as a vector env's subprocess holds one env.
+        What the ``embedder=`` argument does (``None``: the process's default embedder). It holds
+        during this env's ``reset`` and ``step`` only, so other envs of the process are not touched.
+        A pickled env leaves it out (it is a connection, with a key); a vector env restored from
+        pickled envs calls this through ``env_method`` to join a new
+        :class:`~dialog_env.embedding_service.EmbeddingService`.
 
         Raises:
             TypeError: ``embedder`` is not callable or has no ``dim``.
         """
-        from dialog_env.nli import use_embedder
+        from dialog_env.nli import check_embedder
 
-        use_embedder(embedder)
+        self._embedder = check_embedder(embedder)
 
     # -- episode ------------------------------------------------------------------------------
     def _start(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:
+        if self._embedder is None:
+            return self._start_episode(seed, options)
+        from dialog_env.nli import embedding_with
+
+        with embedding_with(self._embedder):
+            return self._start_episode(seed, options)
+
+    def _start_episode(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:
         super().reset(seed=seed)
         options = dict(options or {})
         self._reset_record = {
@@ -223,6 +233,17 @@ class PersonaRecCore(gym.Env):
         return acts, self.user.render(acts, rng)
 
     def _advance(
+        self, acts: tuple[DialogueAct, ...], agent_text: str, safety_flags: tuple[str, ...] = ()
+    ) -> tuple[float, bool, bool, dict[str, Any]]:
+        """Run one agent turn (see :meth:`_run_turn`) with this env's embedder."""
+        if self._embedder is None:
+            return self._run_turn(acts, agent_text, safety_flags)
+        from dialog_env.nli import embedding_with
+
+        with embedding_with(self._embedder):
+            return self._run_turn(acts, agent_text, safety_flags)
+
+    def _run_turn(
         self, acts: tuple[DialogueAct, ...], agent_text: str, safety_flags: tuple[str, ...] = ()
     ) -> tuple[float, bool, bool, dict[str, Any]]:
         """Run one agent turn through user, channel, tracker and rewards.
@@ -319,11 +340,12 @@ class PersonaRecCore(gym.Env):
         )  # chitchat and bye stay allowed
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled (a training checkpoint's env snapshot) without the mask's views, rebuilt on load."""
-        return {k: v for k, v in self.__dict__.items() if k != "_mask_parts"}
+        """Pickled (a training checkpoint's env snapshot) without the mask's views (rebuilt on load) or its embedder."""
+        return {k: (None if k == "_embedder" else v) for k, v in self.__dict__.items() if k != "_mask_parts"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_embedder", None)  # snapshots from before envs had one
         self._split_mask()
 
     def action_masks(self) -> np.ndarray:
