@@ -410,7 +410,6 @@ def paraphrase_report(reader: SlotValueReader, world: World | None = None) -> di
 
 
 _READERS: dict[tuple[str, int], SlotValueReader] = {}
-_HEADS: dict[str, Any] = {}
 
 
 def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueReader:
@@ -430,8 +429,9 @@ def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueRea
     embedder = shared_embedder()
     if (key, id(embedder)) in _READERS:  # a reader holds its embedder, so the id is not reused while cached
         return _READERS[key, id(embedder)]
-    if key in _HEADS:  # trained or read already, for another embedder
-        reader = _READERS[key, id(embedder)] = SlotValueReader(w, _HEADS[key], embedder)
+    other = next((r for (k, _), r in _READERS.items() if k == key), None)
+    if other is not None:  # trained or read already, for another embedder
+        reader = _READERS[key, id(embedder)] = SlotValueReader(w, other.head, embedder)
         return reader
     path = cache_dir() / "tracker" / f"{key}.pt"
     head = build_head(embedder.dim, len(w.slots))
@@ -447,7 +447,6 @@ def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueRea
         buf = io.BytesIO()
         torch.save(reader.head.state_dict(), buf)
         atomic_write_bytes(path, buf.getvalue())
-    _HEADS[key] = reader.head
     _READERS[key, id(embedder)] = reader
     return reader
 
@@ -456,7 +455,7 @@ class LearnedNLU:
     """The user-side NLU of ``tracker="learned"``: the rule reading, with the facts read by the learned reader.
 
     Same ``parse`` call as :class:`~dialog_env.nlu.UserNLU`. The reader is loaded on first use
-    (and again after unpickling, from the cache, or when the process's embedder changes).
+    (and again after unpickling, from the cache, or under another env's embedder).
 
     Args:
         lexicon: The world's lexicon.

@@ -171,7 +171,7 @@ def _local_embedder(model: str | None = None) -> Embedder:
     return Embedder(model)
 
 
-_PROCESS_EMBEDDER: Any = None
+_SCOPED_EMBEDDER: Any = None
 
 
 def check_embedder(embedder: Any) -> Any:
@@ -185,38 +185,24 @@ def check_embedder(embedder: Any) -> Any:
     return embedder
 
 
-def use_embedder(embedder: Any) -> None:
-    """Make ``embedder`` the default embedder of this process (``None``: a local MiniLM again).
-
-    What the detectors and learned trackers of this process embed goes through it from their next
-    call on. An env given ``embedder=`` does not change the default: it embeds through its own
-    during its own ``reset`` and ``step`` (:func:`embedding_with`).
-
-    Raises:
-        TypeError: ``embedder`` is not callable or has no ``dim``.
-    """
-    global _PROCESS_EMBEDDER
-    _PROCESS_EMBEDDER = check_embedder(embedder)
-
-
 @contextlib.contextmanager
 def embedding_with(embedder: Any) -> Iterator[None]:
     """Within the block, :func:`shared_embedder` is ``embedder`` (``None``: the default, unchanged)."""
-    global _PROCESS_EMBEDDER
+    global _SCOPED_EMBEDDER
     if embedder is None:
         yield
         return
-    previous, _PROCESS_EMBEDDER = _PROCESS_EMBEDDER, embedder
+    previous, _SCOPED_EMBEDDER = _SCOPED_EMBEDDER, embedder
     try:
         yield
     finally:
-        _PROCESS_EMBEDDER = previous
+        _SCOPED_EMBEDDER = previous
 
 
 def shared_embedder(model: str | None = None) -> Embedder:
-    """The process's embedder: the one :func:`use_embedder` set (default model only), else one per model."""
-    if model is None and _PROCESS_EMBEDDER is not None:
-        return _PROCESS_EMBEDDER
+    """The embedder in force: inside :func:`embedding_with` (an env's reset/step) that one, else one per model."""
+    if model is None and _SCOPED_EMBEDDER is not None:
+        return _SCOPED_EMBEDDER
     return _local_embedder(model)
 
 

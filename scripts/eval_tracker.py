@@ -74,7 +74,7 @@ def lm_text(paths: list[str]) -> dict[str, Any]:
     examples = examples_from_data(paths, world)
     rule_ok = learned_ok = tracker_ok = 0
     for e in examples:
-        ruled = [a for a in rule.parse(e.sentence, e.asked, None, None)]
+        ruled = rule.parse(e.sentence, e.asked, None, None)
         rule_ok += {(a.slot, a.value) for a in ruled if a.intent == A.INFORM} == set(e.values)
         learned_ok += set(reader.read(e.sentence, e.asked)) == set(e.values)
         tracker_ok += set(nlu.facts(e.sentence, e.asked, ruled)) == set(e.values)

@@ -14,7 +14,7 @@ import pytest
 import dialog_env  # noqa: F401 - registers the environments
 from dialog_env.embedding_service import Batcher, EmbeddingService, needs_embedder
 from dialog_env.envs.persona_rec_text import PersonaRecTextEnv
-from dialog_env.nli import Embedder, load_detector, shared_embedder, use_embedder
+from dialog_env.nli import Embedder, check_embedder, load_detector, shared_embedder
 from tests.fixtures import PERSONA
 from tests.test_nli import CONSISTENT, MISSED_BY_RULES, TOLD
 
@@ -88,7 +88,7 @@ def test_bad_embedder_is_refused_by_name():
     with pytest.raises(TypeError, match="embedder must be callable"):
         PersonaRecTextEnv(embedder="localhost:1234")
     with pytest.raises(TypeError, match="embedder must be callable"):
-        use_embedder(lambda texts: texts)  # no dim
+        check_embedder(lambda texts: texts)  # no dim
     with pytest.raises(ValueError, match="threads must be"):
         EmbeddingService(threads=-1)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -150,13 +150,17 @@ class PersonaRecCore(gym.Env):
         self._embedder = check_embedder(embedder)
 
     # -- episode ------------------------------------------------------------------------------
-    def _start(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:
+    def _embedding(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` with this env's embedder in force (none given: a plain call, the hot path)."""
         if self._embedder is None:
-            return self._start_episode(seed, options)
+            return fn(*args)
         from dialog_env.nli import embedding_with
 
         with embedding_with(self._embedder):
-            return self._start_episode(seed, options)
+            return fn(*args)
+
+    def _start(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:
+        return self._embedding(self._start_episode, seed, options)
 
     def _start_episode(self, seed: int | None, options: dict[str, Any] | None) -> UserTurn:
         super().reset(seed=seed)
@@ -236,12 +240,7 @@ class PersonaRecCore(gym.Env):
         self, acts: tuple[DialogueAct, ...], agent_text: str, safety_flags: tuple[str, ...] = ()
     ) -> tuple[float, bool, bool, dict[str, Any]]:
         """Run one agent turn (see :meth:`_run_turn`) with this env's embedder."""
-        if self._embedder is None:
-            return self._run_turn(acts, agent_text, safety_flags)
-        from dialog_env.nli import embedding_with
-
-        with embedding_with(self._embedder):
-            return self._run_turn(acts, agent_text, safety_flags)
+        return self._embedding(self._run_turn, acts, agent_text, safety_flags)
 
     def _run_turn(
         self, acts: tuple[DialogueAct, ...], agent_text: str, safety_flags: tuple[str, ...] = ()
