@@ -11,7 +11,10 @@ reader reads each sentence with two small classifiers on the shipped MiniLM
   with the value's fact ("I'm vegetarian.") and with its description (the fact and the aliases), and
   whether an alias of this value, or of another value of the slot, is in the sentence.
 
-A slot whose probability passes ``threshold`` is informed with its best-ranked value. The value
+A slot whose probability passes ``threshold`` is informed with its best-ranked value, if that
+value's probability within the slot passes ``value_threshold`` (a vague "I'm a musician." names the
+slot but no value). Both thresholds are chosen on validation data (:func:`choose_thresholds`: the
+hand-written ``paraphrases_dev.yaml`` and LM-user dialogues apart from the test ones). The value
 scorer is kept that small on purpose: trained on template sentences, a wider pair classifier learns
 the templates' words and ranks paraphrases worse than the bare cosine.
 
@@ -32,7 +35,8 @@ cannot lose what the lexicon reads (``rules_first=False``: the reader alone).
 :func:`load_reader` trains once per world and seed and caches the heads under ``$DIALOG_ENV_CACHE``
 (default ``~/.cache/dialog_env``).
 The held-out test is a hand-written set of paraphrases that use no alias
-(``dialog_env/data/paraphrases.yaml``): :func:`paraphrase_report`.
+(``dialog_env/data/paraphrases.yaml``): :func:`paraphrase_report`; ``paraphrases_dev.yaml``, written
+apart from it, is validation data.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ from dialog_env.nli import Embedder, cache_dir, shared_embedder, split_sentences
 from dialog_env.nlu import Lexicon, UserNLU, normalize
 from dialog_env.world import World, load_world
 
+# Reading thresholds, chosen on validation data by ``scripts/eval_tracker.py --choose-thresholds``
+# (:func:`choose_thresholds`; the command and the sweep are in docs/BENCHMARKS.md).
+SLOT_THRESHOLD = 0.5
+VALUE_THRESHOLD = 0.3
 N_CUES = 4  # value cues: cosine with the fact, cosine with the description, alias of this value, of another one
 RECIPE = 2  # version of the training recipe (part of the cache key)
 
@@ -168,12 +176,23 @@ def user_turns(messages: Sequence[dict[str, str]], agent_nlu: Any) -> Iterator[t
             yield text, asked
 
 
-def examples_from_data(paths: Iterable[str | Path], world: World | None = None) -> list[TrackerExample]:
+def examples_from_data(
+    paths: Iterable[str | Path], world: World | None = None, dialogues: slice | None = None, turns: bool = False
+) -> list[TrackerExample]:
     """User sentences of collected dialogues (``dialog-env collect`` folders), labelled by the rule lexicon.
 
     Meant for an LM user's turns, which are said only when the rule NLU reads the intended acts from
     them, so the lexicon's labels are the intended facts. The context is the slots the agent's
     previous message asked (read with the agent-side NLU); the state notes in brackets are dropped.
+
+    Args:
+        paths: Collect folders (their ``*.jsonl`` files, in name order).
+        world: The world (default: the shipped one).
+        dialogues: Which dialogues, counted over all the files in order (e.g. ``slice(0, 50)`` for a
+            validation part and ``slice(50, None)`` for the test part); default all.
+        turns: One example per user turn, labelled with the facts the rule NLU reads in the whole
+            turn (what the LM user's verifier checked), instead of one per sentence labelled with
+            the aliases it contains.
     """
     import json
 
@@ -182,21 +201,41 @@ def examples_from_data(paths: Iterable[str | Path], world: World | None = None) 
     world = world if world is not None else load_world()
     lexicon = Lexicon(world)
     agent_nlu = AgentNLU(lexicon)
+    lines = [
+        line
+        for path in paths
+        for file in sorted(Path(path).glob("*.jsonl"))
+        for line in file.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    rule = UserNLU(lexicon)
     out: list[TrackerExample] = []
-    for path in paths:
-        for file in sorted(Path(path).glob("*.jsonl")):
-            for line in file.read_text(encoding="utf-8").splitlines():
-                for text, asked in user_turns(json.loads(line)["messages"], agent_nlu):
-                    out.extend(_sentence_examples(lexicon, text, asked))
+    for line in lines[dialogues] if dialogues is not None else lines:
+        for text, asked in user_turns(json.loads(line)["messages"], agent_nlu):
+            if turns:
+                ruled = rule.parse(text, asked, None, None)
+                facts = frozenset((a.slot, a.value) for a in ruled if a.intent == A.INFORM)
+                out.append(TrackerExample(text, asked, facts))  # type: ignore[arg-type]
+            else:
+                out.extend(_sentence_examples(lexicon, text, asked))
     return list(dict.fromkeys(out))
 
 
-def load_paraphrases(world: World | None = None) -> list[TrackerExample]:
-    """The held-out paraphrase set: hand-written answers that state a fact in no alias of the lexicon."""
+def load_paraphrases(world: World | None = None, split: str = "test") -> list[TrackerExample]:
+    """Hand-written answers that state a fact in no alias of the lexicon.
+
+    Args:
+        world: The world (default: the shipped one).
+        split: ``"test"`` (``paraphrases.yaml``, the held-out test) or ``"dev"``
+            (``paraphrases_dev.yaml``, validation data for the thresholds).
+    """
     import yaml
 
+    files = {"test": "paraphrases.yaml", "dev": "paraphrases_dev.yaml"}
+    if split not in files:
+        raise ValueError(f"split must be one of {sorted(files)}, got {split!r}")
     world = world if world is not None else load_world()
-    data = yaml.safe_load(resources.files("dialog_env").joinpath("data/paraphrases.yaml").read_text())
+    data = yaml.safe_load(resources.files("dialog_env").joinpath(f"data/{files[split]}").read_text())
     out = []
     for slot, values in data.items():
         for value, texts in values.items():
@@ -230,11 +269,24 @@ class SlotValueReader:
         world: The world whose values are read.
         head: The trained classifiers (:func:`build_head`).
         embedder: The sentence embedder they were trained on.
-        threshold: Probability above which a slot is read as stated (its best-scored value is informed).
+        threshold: Probability above which a slot is read as stated.
+        value_threshold: Probability (within the slot) above which the stated slot's best-scored value
+            is informed; below it the slot is read as named without a value, and nothing is informed.
     """
 
-    def __init__(self, world: World, head: Any, embedder: Embedder, threshold: float = 0.5) -> None:
-        self.world, self.head, self.embedder, self.threshold = world, head.eval(), embedder, threshold
+    def __init__(
+        self,
+        world: World,
+        head: Any,
+        embedder: Embedder,
+        threshold: float = SLOT_THRESHOLD,
+        value_threshold: float = VALUE_THRESHOLD,
+    ) -> None:
+        for name, t in (("threshold", threshold), ("value_threshold", value_threshold)):
+            if not 0.0 <= float(t) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {t!r}")
+        self.world, self.head, self.embedder = world, head.eval(), embedder
+        self.threshold, self.value_threshold = float(threshold), float(value_threshold)
         self.lexicon = Lexicon(world)
         self.values = list(world.values)
         self.n_slots = len(world.slots)
@@ -291,14 +343,34 @@ class SlotValueReader:
             p_value[:, idx] = torch.softmax(score[:, idx], -1).numpy()
         return torch.sigmoid(slot_logit).numpy(), p_value
 
-    def _read_sentence(self, sentence: str, asked: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-        p_slot, p_value = self.probs([sentence], [asked])
+    def decide(
+        self,
+        p_slot: np.ndarray,
+        p_value: np.ndarray,
+        threshold: float | None = None,
+        value_threshold: float | None = None,
+    ) -> tuple[tuple[str, str], ...]:
+        """The ``(slot, value)`` facts of one sentence's probabilities (a row of :meth:`probs`).
+
+        Args:
+            p_slot: The sentence's slot probabilities.
+            p_value: Its value probabilities (within each slot).
+            threshold: Slot threshold (default: the reader's).
+            value_threshold: Value threshold (default: the reader's).
+        """
+        t = self.threshold if threshold is None else threshold
+        vt = self.value_threshold if value_threshold is None else value_threshold
         out = []
         for s, idx in enumerate(self.slot_values):
-            if p_slot[0, s] > self.threshold:
-                v = self.values[int(idx[int(p_value[0, idx].argmax())])]
+            best = int(p_value[idx].argmax())
+            if p_slot[s] > t and p_value[idx[best]] > vt:
+                v = self.values[int(idx[best])]
                 out.append((v.slot, v.id))
         return tuple(out)
+
+    def _read_sentence(self, sentence: str, asked: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        p_slot, p_value = self.probs([sentence], [asked])
+        return self.decide(p_slot[0], p_value[0])
 
     def read(self, text: str, asked: tuple[str, ...] = ()) -> list[tuple[str, str]]:
         """``(slot, value)`` pairs stated in ``text``, sentence by sentence (memoised per sentence and context)."""
@@ -409,6 +481,73 @@ def paraphrase_report(reader: SlotValueReader, world: World | None = None) -> di
     }
 
 
+def choose_thresholds(
+    reader: SlotValueReader,
+    paraphrases: Sequence[TrackerExample],
+    lm_examples: Sequence[TrackerExample],
+    slot_grid: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    value_grid: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+) -> dict[str, Any]:
+    """Choose the reader's two thresholds on validation data, for the learned tracker (rules first).
+
+    The goal the tracker is held to: read the paraphrases the lexicon misses, and be no worse than
+    the rule NLU where the lexicon reads the user. So, among the grid's pairs whose tracker reads the
+    validation LM-user turns (``lm_examples``, from :func:`examples_from_data`) exactly at least
+    as often as the rule NLU, the pair that reads the most validation ``paraphrases`` exactly (ties:
+    more LM-user turns right, then the higher thresholds: between equally good pairs, the one that
+    states fewer facts, since a false fact costs more than a missed one — the agent stops asking
+    about it). If no pair keeps up with the rule NLU, the pair with the most LM-user turns right.
+
+    Returns:
+        ``threshold``, ``value_threshold``, ``kept_up`` (the pair keeps up with the rule NLU), the
+        rule NLU's exact count on the LM-user turns and the ``sweep`` (every pair's counts).
+    """
+    rule = UserNLU(reader.lexicon)
+
+    def prepared(examples: Sequence[TrackerExample]) -> list[tuple[TrackerExample, Any, list[tuple[Any, Any]]]]:
+        sents = [split_sentences(e.sentence) for e in examples]  # an example may be a turn of several sentences
+        flat = [(s, e.asked) for e, ss in zip(examples, sents, strict=True) for s in ss]
+        if not flat:
+            return []
+        p_slot, p_value = reader.probs([s for s, _ in flat], [a for _, a in flat])
+        rows, i = [], 0
+        for e, ss in zip(examples, sents, strict=True):
+            probs = [(p_slot[j], p_value[j]) for j in range(i, i + len(ss))]
+            rows.append((e, rule.parse(e.sentence, e.asked, None, None), probs))
+            i += len(ss)
+        return rows
+
+    para, lm = prepared(paraphrases), prepared(lm_examples)
+    rule_lm = sum({(a.slot, a.value) for a in ruled if a.intent == A.INFORM} == set(e.values) for e, ruled, _ in lm)
+
+    def exact(rows: list[tuple[TrackerExample, Any, list[tuple[Any, Any]]]], t: float, vt: float) -> int:
+        hits = 0
+        for e, ruled, probs in rows:
+            read = dict.fromkeys(f for ps, pv in probs for f in reader.decide(ps, pv, t, vt))
+            hits += set(combine_facts(read, ruled)) == set(e.values)
+        return hits
+
+    sweep = [
+        {"threshold": t, "value_threshold": vt, "paraphrases_exact": exact(para, t, vt), "lm_exact": exact(lm, t, vt)}
+        for t in slot_grid
+        for vt in value_grid
+    ]
+    kept = [r for r in sweep if r["lm_exact"] >= rule_lm]
+    if kept:
+        best = max(kept, key=lambda r: (r["paraphrases_exact"], r["lm_exact"], r["value_threshold"], r["threshold"]))
+    else:
+        best = max(sweep, key=lambda r: (r["lm_exact"], r["paraphrases_exact"], r["value_threshold"], r["threshold"]))
+    return {
+        "threshold": best["threshold"],
+        "value_threshold": best["value_threshold"],
+        "kept_up": bool(kept),
+        "paraphrases": len(para),
+        "lm_examples": len(lm),
+        "rule_lm_exact": rule_lm,
+        "sweep": sweep,
+    }
+
+
 _READERS: dict[tuple[str, int], SlotValueReader] = {}
 
 
@@ -449,6 +588,23 @@ def load_reader(world: World | str | None = None, seed: int = 0) -> SlotValueRea
         atomic_write_bytes(path, buf.getvalue())
     _READERS[key, id(embedder)] = reader
     return reader
+
+
+def combine_facts(
+    read: Iterable[tuple[str, str]], ruled: Sequence[DialogueAct], rules_first: bool = True
+) -> list[tuple[str, str]]:
+    """The tracker's facts of a turn from the reader's facts and the rule NLU's parse.
+
+    A slot the turn declines states nothing; with ``rules_first`` a slot the lexicon reads keeps the
+    lexicon's value and the reader states the others.
+    """
+    declined = {a.slot for a in ruled if a.intent == A.DECLINE}  # a refusal states nothing of its slot
+    facts = [(s, v) for s, v in read if s not in declined]
+    if not rules_first:
+        return facts
+    lexicon = [(a.slot, a.value) for a in ruled if a.intent == A.INFORM and a.slot and a.value]
+    said = {s for s, _ in lexicon}
+    return list(dict.fromkeys([*lexicon, *(f for f in facts if f[0] not in said)]))  # type: ignore[list-item]
 
 
 class LearnedNLU:
@@ -505,13 +661,7 @@ class LearnedNLU:
         """
         if ruled is None:
             ruled = self.rule.parse(text, tuple(asked), None, None)
-        declined = {a.slot for a in ruled if a.intent == A.DECLINE}  # a refusal states nothing of its slot
-        read = [(s, v) for s, v in self.reader.read(text, tuple(asked)) if s not in declined]
-        if not self.rules_first:
-            return read
-        lexicon = [(a.slot, a.value) for a in ruled if a.intent == A.INFORM and a.slot and a.value]
-        said = {s for s, _ in lexicon}
-        return list(dict.fromkeys([*lexicon, *(f for f in read if f[0] not in said)]))  # type: ignore[list-item]
+        return combine_facts(self.reader.read(text, tuple(asked)), ruled, self.rules_first)
 
     def __getstate__(self) -> dict[str, Any]:  # the reader is reloaded (from the cache) after unpickling
         return {**self.__dict__, "_reader": None}

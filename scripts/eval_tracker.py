@@ -61,7 +61,7 @@ def shadow_jga(agent_spec: str, episodes: int, noise: float, split: str) -> dict
     return {"turns": turns, "rule_jga": rule_hits / turns, "learned_jga": learned_hits / turns}
 
 
-def lm_text(paths: list[str]) -> dict[str, Any]:
+def lm_text(paths: list[str], dialogues: slice | None = None, reader: Any = None) -> dict[str, Any]:
     """Sentence-level reading of LM-user turns by both NLUs (labels: the lexicon's reading of the verified text)."""
     from dialog_env import acts as A
     from dialog_env.learned_tracker import LearnedNLU, examples_from_data, load_reader
@@ -69,22 +69,63 @@ def lm_text(paths: list[str]) -> dict[str, Any]:
     from dialog_env.world import load_world
 
     world = load_world()
-    rule, reader = UserNLU(Lexicon(world)), load_reader(world)
+    rule, reader = UserNLU(Lexicon(world)), reader if reader is not None else load_reader(world)
     nlu = LearnedNLU(Lexicon(world), reader)
-    examples = examples_from_data(paths, world)
+    examples = examples_from_data(paths, world, dialogues)
     rule_ok = learned_ok = tracker_ok = 0
+    misses = []
     for e in examples:
         ruled = rule.parse(e.sentence, e.asked, None, None)
         rule_ok += {(a.slot, a.value) for a in ruled if a.intent == A.INFORM} == set(e.values)
         learned_ok += set(reader.read(e.sentence, e.asked)) == set(e.values)
-        tracker_ok += set(nlu.facts(e.sentence, e.asked, ruled)) == set(e.values)
+        tracked = set(nlu.facts(e.sentence, e.asked, ruled))
+        tracker_ok += tracked == set(e.values)
+        if tracked != set(e.values):
+            misses.append({"sentence": e.sentence, "asked": e.asked, "want": sorted(e.values), "read": sorted(tracked)})
     n = max(1, len(examples))
     return {
         "sentences": len(examples),
         "rule_exact": rule_ok / n,
         "learned_exact": learned_ok / n,
         "tracker_exact": tracker_ok / n,
+        "tracker_misses": misses,
     }
+
+
+def lm_jga(paths: list[str], dialogues: slice | None = None, reader: Any = None) -> dict[str, Any]:
+    """Joint-goal accuracy of both trackers' readings over the LM-user dialogues, turn by turn.
+
+    The truth after each user turn is every fact stated so far, as the rule NLU reads the verified
+    turns (the LM user says a turn only when the rule NLU reads its intended acts in it, so the rule
+    tracker's JGA is 1 by construction and is not measured here); the learned tracker's state
+    gathers :meth:`LearnedNLU.facts` of the same turns. A slot's later value replaces an earlier one.
+    """
+    import json
+
+    from dialog_env import acts as A
+    from dialog_env.learned_tracker import LearnedNLU, load_reader, user_turns
+    from dialog_env.nlu import AgentNLU, Lexicon, UserNLU
+    from dialog_env.world import load_world
+
+    world = load_world()
+    lexicon = Lexicon(world)
+    rule, agent_nlu = UserNLU(lexicon), AgentNLU(lexicon)
+    nlu = LearnedNLU(lexicon, reader if reader is not None else load_reader(world))
+    files = [f for path in paths for f in sorted(Path(path).glob("*.jsonl"))]
+    lines = [ln for f in files for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    turns = learned_hits = 0
+    chosen = lines[dialogues] if dialogues is not None else lines
+    for line in chosen:
+        truth: dict[str, str] = {}
+        learned: dict[str, str] = {}
+        for text, asked in user_turns(json.loads(line)["messages"], agent_nlu):
+            ruled = rule.parse(text, asked, None, None)
+            truth.update({a.slot: a.value for a in ruled if a.intent == A.INFORM and a.slot and a.value})
+            learned.update(dict(nlu.facts(text, asked, ruled)))
+            turns += 1
+            learned_hits += learned == truth
+    n = max(1, turns)
+    return {"dialogues": len(chosen), "turns": turns, "learned_jga": learned_hits / n}
 
 
 def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int) -> dict[str, Any]:
@@ -163,6 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.15, 0.3])
     p.add_argument("--lm-data", nargs="*", default=[], help="collect folders of dialogues with an LM user")
+    p.add_argument(
+        "--lm-dev-dialogues",
+        type=int,
+        default=0,
+        help="the first N dialogues of --lm-data are validation data (for --choose-thresholds), the rest the test",
+    )
+    p.add_argument(
+        "--choose-thresholds",
+        action="store_true",
+        help="choose the reader's thresholds on validation data (paraphrases_dev.yaml and the --lm-dev-dialogues) "
+        "and report the test figures at the chosen pair as well",
+    )
     p.add_argument("--rewrite-data", nargs="*", default=[], help="collect folders of agenda-user dialogues to rewrite")
     p.add_argument("--rewrite-turns", type=int, default=256, help="fact-stating user turns the LM rewrites")
     p.add_argument("--rewrite-model", default="smollm2", help="the user LM")
@@ -172,10 +225,52 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from dialog_env.learned_tracker import load_reader, paraphrase_report
+    from dialog_env.learned_tracker import (
+        SlotValueReader,
+        choose_thresholds,
+        examples_from_data,
+        load_paraphrases,
+        load_reader,
+        paraphrase_report,
+    )
 
-    result: dict[str, Any] = {"paraphrases": paraphrase_report(load_reader()), "dialogues": {}}
+    if args.lm_dev_dialogues < 0:
+        p.error(f"--lm-dev-dialogues must be >= 0, got {args.lm_dev_dialogues}")
+    if args.choose_thresholds and not (args.lm_data and args.lm_dev_dialogues):
+        p.error("--choose-thresholds needs validation dialogues: --lm-data FOLDER --lm-dev-dialogues N (N > 0)")
+    test_part = slice(args.lm_dev_dialogues, None) if args.lm_dev_dialogues else None
+    reader = load_reader()
+    result: dict[str, Any] = {
+        "thresholds": {"threshold": reader.threshold, "value_threshold": reader.value_threshold},
+        "paraphrases": paraphrase_report(reader),
+        "dialogues": {},
+    }
+    if args.choose_thresholds:
+        dev_lm = examples_from_data(args.lm_data, dialogues=slice(0, args.lm_dev_dialogues), turns=True)
+        choice = result["choice"] = choose_thresholds(reader, load_paraphrases(split="dev"), dev_lm)
+        print(f"thresholds chosen on validation data ({choice['paraphrases']} dev paraphrases, "
+              f"{choice['lm_examples']} LM-user turns, rule NLU exact on {choice['rule_lm_exact']}): "
+              f"slot {choice['threshold']}, value {choice['value_threshold']} "
+              f"(keeps up with the rule NLU: {choice['kept_up']})")  # fmt: skip
+        print("\n| slot threshold | value threshold | dev paraphrases exact | dev LM-user turns exact |")
+        print("|---|---|---|---|")
+        for r in choice["sweep"]:
+            print(f"| {r['threshold']} | {r['value_threshold']} | {r['paraphrases_exact']} | {r['lm_exact']} |")
+        pair = choice["threshold"], choice["value_threshold"]
+        chosen = SlotValueReader(reader.world, reader.head, reader.embedder, *pair)
+        result["paraphrases_at_choice"] = paraphrase_report(chosen)
+        para = result["paraphrases_at_choice"]
+        print(f"\nat the chosen pair, held-out paraphrases: the learned tracker {para['tracker_recall']:.3f} "
+              f"(exactly: {para['tracker_exact']:.3f})")  # fmt: skip
+        if args.lm_data:
+            r = result["lm_text_at_choice"] = lm_text(args.lm_data, test_part, chosen)
+            print(f"at the chosen pair, LM-user test sentences: {r['sentences']}; rule exact {r['rule_exact']:.3f}, "
+                  f"learned tracker exact {r['tracker_exact']:.3f}")  # fmt: skip
+            r = result["lm_jga_at_choice"] = lm_jga(args.lm_data, test_part, chosen)
+            print(f"at the chosen pair, LM-user test dialogues: {r['dialogues']} ({r['turns']} user turns); "
+                  f"learned JGA {r['learned_jga']:.3f} (the rule's is 1 by construction)")  # fmt: skip
     para = result["paraphrases"]
+    print(f"\nat the shipped thresholds ({reader.threshold}, {reader.value_threshold}):")
     print(f"held-out paraphrases ({para['paraphrases']}): rule reads {para['rule_paraphrase_recall']:.3f}, "
           f"the reader {para['paraphrase_recall']:.3f} (exactly: {para['paraphrase_exact']:.3f}), "
           f"the learned tracker {para['tracker_recall']:.3f} (exactly: {para['tracker_exact']:.3f})")  # fmt: skip
@@ -185,9 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         result["dialogues"][str(noise)] = r
         print(f"| {noise} | {r['turns']} | {r['rule_jga']:.3f} | {r['learned_jga']:.3f} |")
     if args.lm_data:
-        r = result["lm_text"] = lm_text(args.lm_data)
-        print(f"\nLM-user sentences: {r['sentences']}; rule exact {r['rule_exact']:.3f}, "
+        r = result["lm_text"] = lm_text(args.lm_data, test_part)
+        print(f"\nLM-user test sentences: {r['sentences']}; rule exact {r['rule_exact']:.3f}, "
               f"reader exact {r['learned_exact']:.3f}, learned tracker exact {r['tracker_exact']:.3f}")  # fmt: skip
+        r = result["lm_jga"] = lm_jga(args.lm_data, test_part)
+        print(f"LM-user test dialogues: {r['dialogues']} ({r['turns']} user turns); learned JGA "
+              f"{r['learned_jga']:.3f} (the rule's is 1 by construction)")  # fmt: skip
     if args.rewrite_data:
         r = result["lm_rewrites"] = lm_rewrites(
             args.rewrite_data, args.rewrite_turns, args.rewrite_model, args.rewrite_batch, seed=0

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import pickle
 
+import numpy as np
 import pytest
 
 from dialog_env import acts as A
 from dialog_env.envs.persona_rec import PersonaRecEnv
 from dialog_env.learned_tracker import (
     LearnedNLU,
+    SlotValueReader,
+    TrackerExample,
+    choose_thresholds,
     examples_from_data,
     load_paraphrases,
     load_reader,
@@ -135,3 +139,81 @@ def test_the_lexicon_keeps_its_slots_and_the_reader_fills_the_rest():
     assert set(alone.facts("I'm vegan.", ("diet",))) == {("diet", "vegetarian"), ("pet", "cat")}
     declined = first.facts("I'd prefer not to talk about my diet.", ("diet",))
     assert declined == [("pet", "cat")]  # a declined slot states nothing, whoever reads it
+
+
+def test_the_validation_paraphrases_are_apart_from_the_test_ones():
+    world = load_world()
+    rule = UserNLU(Lexicon(world))
+    dev, test = load_paraphrases(world, split="dev"), load_paraphrases(world)
+    assert len(dev) == len(world.values)
+    assert not {e.sentence for e in dev} & {e.sentence for e in test}
+    for e in dev:  # like the test set: words the lexicon does not list
+        assert not [a for a in rule.parse(e.sentence, e.asked, None, None) if a.intent == A.INFORM], e.sentence
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_paraphrases(world, split="train")
+
+
+def test_a_slot_named_without_a_clear_value_informs_nothing(reader):
+    world = load_world()
+    p_slot = np.zeros(len(world.slots), dtype=np.float32)
+    p_value = np.zeros(len(world.values), dtype=np.float32)
+    music = world.slot["music"].index
+    idx = reader.slot_values[music]
+    p_slot[music] = 0.9
+    p_value[idx] = 1.0 / len(idx)  # the slot is named, no value stands out ("I'm a musician.")
+    p_value[idx[2]] += 0.01
+    best = reader.values[int(idx[2])]
+    assert reader.decide(p_slot, p_value, 0.5, 0.0) == ((best.slot, best.id),)
+    assert reader.decide(p_slot, p_value, 0.5, 0.5) == ()
+    assert reader.decide(p_slot, p_value, 0.95, 0.0) == ()
+    for bad in ({"threshold": 1.0}, {"value_threshold": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SlotValueReader(world, reader.head, reader.embedder, **bad)
+
+
+def test_thresholds_are_chosen_to_keep_up_with_the_rule_nlu(reader):
+    world = load_world()
+    dev = load_paraphrases(world, split="dev")
+    lm = [  # verified LM-user turns: the lexicon reads the facts; the vague ones state none
+        TrackerExample("Oh, I have a cat. I'm vegan.", ("pet",), frozenset({("pet", "cat"), ("diet", "vegan")})),
+        TrackerExample("I'm a musician.", ("music",), frozenset()),
+        TrackerExample("I've got a beverage.", ("drink",), frozenset()),
+        TrackerExample("I have a work-life balance that's amazing.", ("occupation",), frozenset()),
+    ]
+    choice = choose_thresholds(reader, dev, lm)
+    sweep = choice["sweep"]
+    assert choice["rule_lm_exact"] == len(lm)
+    assert choice["kept_up"]
+    kept = [r for r in sweep if r["lm_exact"] >= choice["rule_lm_exact"]]
+    pair = choice["threshold"], choice["value_threshold"]
+    row = next(r for r in sweep if (r["threshold"], r["value_threshold"]) == pair)
+    assert row in kept and row["paraphrases_exact"] == max(r["paraphrases_exact"] for r in kept)
+    assert row["paraphrases_exact"] > 0  # it still reads paraphrases the lexicon misses
+    # a slot threshold of 0 reads every slot of every sentence: no pair keeps up, the most LM turns right wins
+    choice = choose_thresholds(reader, dev, lm, slot_grid=(0.0,), value_grid=(0.0, 0.5, 0.9))
+    assert not choice["kept_up"]
+    assert max(r["lm_exact"] for r in choice["sweep"]) == next(
+        r["lm_exact"]
+        for r in choice["sweep"]
+        if (r["threshold"], r["value_threshold"]) == (choice["threshold"], choice["value_threshold"])
+    )
+
+
+def test_examples_from_a_part_of_the_dialogues_and_by_turn(tmp_path):
+    rows = [
+        [
+            {"role": "assistant", "content": "Do you have any pets?"},
+            {"role": "user", "content": "Oh, I have a cat. Also, I'm vegan.\n[heard: a cat, vegan]"},
+        ],
+        [
+            {"role": "assistant", "content": "What do you like to drink?"},
+            {"role": "user", "content": "I'd rather not share my love for wine with you."},
+        ],
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
+    first = examples_from_data([tmp_path], dialogues=slice(0, 1))
+    assert {e.sentence for e in first} == {"Oh, I have a cat.", "Also, I'm vegan."}
+    turns = examples_from_data([tmp_path], turns=True)
+    assert [e.values for e in turns] == [frozenset({("pet", "cat"), ("diet", "vegan")}), frozenset()]
+    assert turns[1].asked == ("drink",)  # a refusal that names its value states nothing (the rule reading)
+    assert examples_from_data([tmp_path], dialogues=slice(1, None))[0].values == {("drink", "wine")}  # by alias
