@@ -88,6 +88,8 @@ class AdversarialConfig:
     """adversary reward per failed dialogue"""
     turn_cost: float = 0.1
     """adversary cost per exchange"""
+    noise: float = 0.0
+    """semantic error rate of the user channel in training and evaluation (0 / 0.15 / 0.3)"""
     torch_threads: int = 1
     """torch threads"""
 
@@ -102,6 +104,8 @@ class AdversarialConfig:
         for name in ("split", "eval_split"):
             if getattr(self, name) not in (*SPLITS, "all"):
                 raise AdversarialError(f"{name}: expected one of {[*SPLITS, 'all']}, got {getattr(self, name)!r}")
+        if isinstance(self.noise, bool) or not isinstance(self.noise, int | float) or not 0.0 <= self.noise < 1.0:
+            raise AdversarialError(f"noise: expected a semantic error rate in [0, 1), got {self.noise!r}")
         if self.assistant and not Path(self.assistant).exists():
             raise AdversarialError(f"assistant: {self.assistant!r} does not exist (a MaskablePPO run folder or .zip)")
 
@@ -147,7 +151,7 @@ def _evaluate(assistant: Any, cfg: AdversarialConfig, user: str) -> dict[str, An
         episodes=cfg.eval_episodes,
         seed=EVAL_SEED,
         mode="act",
-        env_kwargs={"user": user},
+        env_kwargs={"user": user, "noise": cfg.noise},
     )
     s = summarize(records)
     return {m: s[m] for m in METRICS}
@@ -164,7 +168,7 @@ def _assistant_envs(cfg: AdversarialConfig, pool: Sequence[Any], seed: int, n_en
     n_agenda = min(n_envs - 1, max(1, round(cfg.agenda_fraction * n_envs))) if pool else n_envs
 
     def make(i: int) -> Any:
-        env = PersonaRecEnv(split=cfg.split)
+        env = PersonaRecEnv(split=cfg.split, noise=cfg.noise)
         if i >= n_agenda:
             env.user = PoolUser(env.world, pool)  # the env's user slot, played by the pool
         return Monitor(RewardTermStats(env))
@@ -181,7 +185,8 @@ def _adversary_envs(cfg: AdversarialConfig, assistant: Any, seed: int) -> Any:
     from dialog_env.envs.duel import UserSide
 
     venv = DummyVecEnv([
-        lambda: Monitor(UserSide(assistant=assistant, split=cfg.split, **cfg.duel_kwargs())) for _ in range(cfg.n_envs)
+        lambda: Monitor(UserSide(assistant=assistant, split=cfg.split, noise=cfg.noise, **cfg.duel_kwargs()))
+        for _ in range(cfg.n_envs)
     ])  # fmt: skip
     venv.seed(seed)
     return venv

@@ -81,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", nargs="+", default=["random", "rule", "planner"])
     p.add_argument("--episodes", type=int, default=50, help="test dialogues per agent")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="detector seeds (held-out splits)")
+    p.add_argument(
+        "--seeds", type=int, nargs="*", default=[0, 1, 2], help="detector seeds (held-out splits); none: skip part 1"
+    )
     p.add_argument("--cost-episodes", type=int, default=20, help="dialogues per timing run")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats; 0: skip part 3")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="folder for nli_eval.json")
     args = p.parse_args(argv)
@@ -93,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     from rewards import DEFAULT_WEIGHTS
 
     result: dict[str, Any] = {"accuracy": {}, "agreement": {}, "cost": {}}
-    print("| detector seed | train pairs | held-out pairs | held-out accuracy | entail | neutral | contradict |")
-    print("|---|---|---|---|---|---|---|")
+    if args.repeats < 0 or args.episodes < 0:
+        p.error("--repeats and --episodes must be >= 0")
+    if args.seeds:
+        print("| detector seed | train pairs | held-out pairs | held-out accuracy | entail | neutral | contradict |")
+        print("|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         _, rep = train_detector(seed=seed)
         by = rep["test_accuracy_by_label"]
@@ -111,17 +116,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {spec} | {a['turns']} | {a['structured_rate']:.3f} | {a['nli_rate']:.3f} | {a['both']} | "
                   f"{a['agreement']:.3f} | {a['kappa']:.3f} |")  # fmt: skip
     with_nli = {**DEFAULT_WEIGHTS, "nli_consistency": 1.0}
-    steps_per_second(with_nli, 2)  # warm-up: the detector is loaded and the template sentences embedded
+    if args.repeats:
+        steps_per_second(with_nli, 2)  # warm-up: the detector is loaded and the template sentences embedded
     base, nli = [], []
     for _ in range(args.repeats):
         base.append(steps_per_second(None, args.cost_episodes))
         nli.append(steps_per_second(with_nli, args.cost_episodes))
     ratios = [n / b for n, b in zip(nli, base, strict=True)]
     result["cost"] = {"structured_steps_per_s": base, "nli_steps_per_s": nli, "ratio": ratios}
-    print(f"\nplanner text-env steps/s: default reward median {statistics.median(base):.1f} "
-          f"(min {min(base):.1f}, max {max(base):.1f}); with nli_consistency median {statistics.median(nli):.1f} "
-          f"(min {min(nli):.1f}, max {max(nli):.1f}); ratio median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
+    if ratios:
+        print(f"\nplanner text-env steps/s: default reward median {statistics.median(base):.1f} "
+              f"(min {min(base):.1f}, max {max(base):.1f}); with nli_consistency median "
+              f"{statistics.median(nli):.1f} (min {min(nli):.1f}, max {max(nli):.1f}); ratio median "
+              f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
     if args.out:
         from dialog_env.io import atomic_write_json
 

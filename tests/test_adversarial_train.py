@@ -80,6 +80,7 @@ def test_a_partial_round_is_redone_on_resume_as_the_uninterrupted_run_played_it(
         ({"agenda_fraction": 1.0}, "agenda_fraction"),
         ({"split": "nope"}, "split"),
         ({"assistant": "/no/such/run"}, "assistant"),
+        ({"noise": 1.0}, "noise"),
     ],
 )
 def test_bad_arguments_name_the_field(tmp_path, kwargs, field):
@@ -116,3 +117,13 @@ def test_sigint_stops_at_a_rollout_boundary_and_prints_the_resume_command(tmp_pa
     assert proc.returncode == 130, err[-2000:]
     assert f"dialog-env train adversarial --resume {run}" in err and "Traceback" not in err
     assert not (run / "state.json").exists() and not (run / "final_model.zip").exists()  # no round counted
+
+
+def test_the_channel_noise_reaches_both_sides_training_envs():
+    from agents.adversarial import _adversary_envs, _assistant_envs
+
+    cfg = AdversarialConfig(noise=0.15, n_envs=1)
+    adversary_side = _adversary_envs(cfg, None, 0)
+    assert adversary_side.envs[0].unwrapped.duel.core.noise == 0.15
+    assistant_side = _assistant_envs(cfg, [], 0, 2)
+    assert [e.unwrapped.noise for e in assistant_side.envs] == [0.15, 0.15]
