@@ -176,6 +176,28 @@ def user_turns(messages: Sequence[dict[str, str]], agent_nlu: Any) -> Iterator[t
             yield text, asked
 
 
+def rule_facts(acts: Iterable[DialogueAct]) -> frozenset[tuple[str, str]]:
+    """The ``(slot, value)`` facts a parse informs."""
+    return frozenset((a.slot, a.value) for a in acts if a.intent == A.INFORM)  # type: ignore[misc]
+
+
+def dialogue_lines(paths: Iterable[str | Path], dialogues: slice | None = None) -> list[str]:
+    """The JSON lines (one dialogue each) of collect folders' ``*.jsonl`` files, in name order.
+
+    Args:
+        paths: Collect folders.
+        dialogues: Which dialogues, counted over all the files in order; default all.
+    """
+    lines = [
+        line
+        for path in paths
+        for file in sorted(Path(path).glob("*.jsonl"))
+        for line in file.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    return lines[dialogues] if dialogues is not None else lines
+
+
 def examples_from_data(
     paths: Iterable[str | Path], world: World | None = None, dialogues: slice | None = None, turns: bool = False
 ) -> list[TrackerExample]:
@@ -201,21 +223,12 @@ def examples_from_data(
     world = world if world is not None else load_world()
     lexicon = Lexicon(world)
     agent_nlu = AgentNLU(lexicon)
-    lines = [
-        line
-        for path in paths
-        for file in sorted(Path(path).glob("*.jsonl"))
-        for line in file.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
     rule = UserNLU(lexicon)
     out: list[TrackerExample] = []
-    for line in lines[dialogues] if dialogues is not None else lines:
+    for line in dialogue_lines(paths, dialogues):
         for text, asked in user_turns(json.loads(line)["messages"], agent_nlu):
             if turns:
-                ruled = rule.parse(text, asked, None, None)
-                facts = frozenset((a.slot, a.value) for a in ruled if a.intent == A.INFORM)
-                out.append(TrackerExample(text, asked, facts))  # type: ignore[arg-type]
+                out.append(TrackerExample(text, asked, rule_facts(rule.parse(text, asked, None, None))))
             else:
                 out.extend(_sentence_examples(lexicon, text, asked))
     return list(dict.fromkeys(out))
@@ -460,7 +473,7 @@ def paraphrase_report(reader: SlotValueReader, world: World | None = None) -> di
     misses = []
     for e in para:
         got = set(reader.read(e.sentence, e.asked))
-        ruled = {(a.slot, a.value) for a in rule.parse(e.sentence, e.asked, None, None) if a.intent == A.INFORM}
+        ruled = rule_facts(rule.parse(e.sentence, e.asked, None, None))
         tracked = set(nlu.facts(e.sentence, e.asked))
         learned_hit += e.values <= got
         learned_exact += e.values == got
@@ -518,7 +531,7 @@ def choose_thresholds(
         return rows
 
     para, lm = prepared(paraphrases), prepared(lm_examples)
-    rule_lm = sum({(a.slot, a.value) for a in ruled if a.intent == A.INFORM} == set(e.values) for e, ruled, _ in lm)
+    rule_lm = sum(rule_facts(ruled) == e.values for e, ruled, _ in lm)
 
     def exact(rows: list[tuple[TrackerExample, Any, list[tuple[Any, Any]]]], t: float, vt: float) -> int:
         hits = 0

@@ -63,8 +63,7 @@ def shadow_jga(agent_spec: str, episodes: int, noise: float, split: str) -> dict
 
 def lm_text(paths: list[str], dialogues: slice | None = None, reader: Any = None) -> dict[str, Any]:
     """Sentence-level reading of LM-user turns by both NLUs (labels: the lexicon's reading of the verified text)."""
-    from dialog_env import acts as A
-    from dialog_env.learned_tracker import LearnedNLU, examples_from_data, load_reader
+    from dialog_env.learned_tracker import LearnedNLU, examples_from_data, load_reader, rule_facts
     from dialog_env.nlu import Lexicon, UserNLU
     from dialog_env.world import load_world
 
@@ -76,7 +75,7 @@ def lm_text(paths: list[str], dialogues: slice | None = None, reader: Any = None
     misses = []
     for e in examples:
         ruled = rule.parse(e.sentence, e.asked, None, None)
-        rule_ok += {(a.slot, a.value) for a in ruled if a.intent == A.INFORM} == set(e.values)
+        rule_ok += rule_facts(ruled) == e.values
         learned_ok += set(reader.read(e.sentence, e.asked)) == set(e.values)
         tracked = set(nlu.facts(e.sentence, e.asked, ruled))
         tracker_ok += tracked == set(e.values)
@@ -103,7 +102,7 @@ def lm_jga(paths: list[str], dialogues: slice | None = None, reader: Any = None)
     import json
 
     from dialog_env import acts as A
-    from dialog_env.learned_tracker import LearnedNLU, load_reader, user_turns
+    from dialog_env.learned_tracker import LearnedNLU, dialogue_lines, load_reader, user_turns
     from dialog_env.nlu import AgentNLU, Lexicon, UserNLU
     from dialog_env.world import load_world
 
@@ -111,10 +110,8 @@ def lm_jga(paths: list[str], dialogues: slice | None = None, reader: Any = None)
     lexicon = Lexicon(world)
     rule, agent_nlu = UserNLU(lexicon), AgentNLU(lexicon)
     nlu = LearnedNLU(lexicon, reader if reader is not None else load_reader(world))
-    files = [f for path in paths for f in sorted(Path(path).glob("*.jsonl"))]
-    lines = [ln for f in files for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
     turns = learned_hits = 0
-    chosen = lines[dialogues] if dialogues is not None else lines
+    chosen = dialogue_lines(paths, dialogues)
     for line in chosen:
         truth: dict[str, str] = {}
         learned: dict[str, str] = {}
@@ -138,9 +135,8 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
     """
     import json
 
-    from dialog_env import acts as A
     from dialog_env.envs.persona_rec import PersonaRecEnv
-    from dialog_env.learned_tracker import LearnedNLU, load_reader, user_turns
+    from dialog_env.learned_tracker import LearnedNLU, load_reader, rule_facts, user_turns
     from dialog_env.lm import GenerationConfig, generate_batch
     from dialog_env.nlu import AgentNLU, Lexicon, UserNLU
     from dialog_env.users.lm import LMUser
@@ -159,7 +155,7 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
         env.reset(seed=row["seed"])
         lm_user.persona = env.unwrapped.persona  # the LM is told the speaker's facts, as in the env
         for text, asked in user_turns(row["messages"], agent_nlu):
-            facts = frozenset((a.slot, a.value) for a in rule.parse(text, asked, None, None) if a.intent == A.INFORM)
+            facts = rule_facts(rule.parse(text, asked, None, None))
             if facts and len(jobs) < turns:
                 jobs.append((lm_user.conversation(text), asked, facts))  # type: ignore[arg-type]
     model_, tokenizer = lm_user.lm
@@ -171,7 +167,7 @@ def lm_rewrites(paths: list[str], turns: int, model: str, batch: int, seed: int)
     rows_out, rule_ok, learned_ok, tracker_ok, rule_miss, learned_on_miss, tracker_on_miss = [], 0, 0, 0, 0, 0, 0
     for text, (_, asked, facts) in zip(texts, jobs, strict=True):
         parsed = rule.parse(text, asked, None, None)
-        ruled = {(a.slot, a.value) for a in parsed if a.intent == A.INFORM}
+        ruled = rule_facts(parsed)
         learned = set(reader.read(text, asked))
         tracked = set(nlu.facts(text, asked, parsed))
         rule_ok += ruled == facts
