@@ -81,6 +81,14 @@ class TrainConfig:
     the command line); empty: the default weights"""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """overrides of the hyper-parameter file (e.g. {"learning_rate": 1e-4})"""
+    bc_teacher: str = ""
+    """clone this agent's play before RL (e.g. planner_memory; a registered, non-privileged agent); empty: no cloning"""
+    bc_episodes: int = 2000
+    """teacher dialogues to clone (episodes of the training env)"""
+    bc_epochs: int = 10
+    """passes over the teacher dialogues"""
+    bc_lr: float = 1e-3
+    """Adam learning rate of the cloning"""
     device: str = "cpu"
     """torch device for the policy"""
     torch_threads: int = 1
@@ -114,6 +122,8 @@ class TrainConfig:
             "keep_checkpoints",
             "torch_threads",
             "sessions",
+            "bc_episodes",
+            "bc_epochs",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -122,6 +132,11 @@ class TrainConfig:
             raise ConfigError(f"n_envs: expected a positive integer or None, got {self.n_envs!r}")
         if not 0.0 <= float(self.noise) < 1.0:
             raise ConfigError(f"noise: expected a number in [0, 1), got {self.noise!r}")
+        if not (isinstance(self.bc_lr, int | float) and not isinstance(self.bc_lr, bool) and self.bc_lr > 0):
+            raise ConfigError(f"bc_lr: expected a positive number, got {self.bc_lr!r}")
+        from agents.sb3.pretrain import check_teacher
+
+        check_teacher(self.bc_teacher, ConfigError)
         from dialog_env.users.registry import check_user_spec
 
         check_user_spec(self.user, ConfigError)
@@ -170,11 +185,17 @@ def load_hyperparams(algo: str, env_id: str, overrides: Mapping[str, Any] | None
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` strings; values are read as YAML (numbers, lists, dicts, strings)."""
+    """Parse ``key=value`` strings; values are read as YAML (numbers, lists, dicts, strings); ``1e-4`` is a number."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"hyperparameter override {item!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string; a learning rate is meant
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
     return out

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.sb3.callbacks import EvalAndCheckpoint, RewardTermLogger, write_metrics
@@ -178,6 +180,32 @@ def _fresh_metrics(cfg: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def _clone_teacher(cfg: TrainConfig, algo: Any, metrics: dict[str, Any], mask_in_observation: bool) -> None:
+    """Behaviour cloning of ``cfg.bc_teacher`` before RL (:mod:`agents.sb3.pretrain`); its figures go to metrics."""
+    from agents.sb3.pretrain import DEMO_SEED_OFFSET, behaviour_clone, play_teacher
+
+    env_kwargs: dict[str, Any] = {"split": cfg.split, "render_mode": None, **cfg.env_kwargs()}
+
+    def make_env() -> gym.Env:
+        return _wrap_for_sb3(
+            gym.make(cfg.env_id, **env_kwargs),
+            previous_action_reward=cfg.previous_action_reward,
+            mask_in_observation=mask_in_observation,
+        )
+
+    print(f"cloning {cfg.bc_teacher}: {cfg.bc_episodes} dialogues, {cfg.bc_epochs} epochs", flush=True)
+    episodes = play_teacher(make_env, cfg.bc_teacher, cfg.bc_episodes, seed=cfg.seed + DEMO_SEED_OFFSET)
+    stats = behaviour_clone(algo, episodes, cfg.bc_epochs, cfg.bc_lr, seed=cfg.seed)
+    metrics["bc"] = {
+        "teacher": cfg.bc_teacher,
+        "episodes": len(episodes),
+        "steps": sum(len(e.actions) for e in episodes),
+        "teacher_return": float(np.mean([sum(e.rewards) for e in episodes])),
+        **stats,
+    }
+    print(f"cloned: accuracy {stats['accuracy']:.3f}, loss {stats['loss']:.3f}", flush=True)
+
+
 def resume_command(run: Path) -> str:
     """The command that continues ``run``."""
     return f"dialog-env train sb3 --resume {run}"
@@ -283,6 +311,12 @@ def _learn(
             restore_rng(algo, state["rng"])  # type: ignore[index]  # after load, which reseeds
             restore_runtime(algo, state)  # type: ignore[arg-type]
         evaluator = EvalAndCheckpoint(cfg, run, metrics)
+        if checkpoint is None and cfg.bc_teacher:
+            _clone_teacher(cfg, algo, metrics, mask_in_observation=policy in POLICIES.values())
+            # The learning curve starts at the cloned policy; this is the logger learn() would make.
+            algo.set_logger(configure_logger(algo.verbose, algo.tensorboard_log, "run", True))
+            evaluator.init_callback(algo)
+            evaluator.evaluate()
         remaining = max(0, cfg.total_timesteps - algo.num_timesteps)
         with stop_on_signals():
             if remaining:
