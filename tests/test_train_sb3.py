@@ -127,6 +127,7 @@ def test_resume_needs_a_run_with_a_checkpoint(tmp_path):
         (["--total-timesteps", "0"], "total_timesteps: expected a positive integer"),
         (["--vec-env", "ray"], "vec_env: expected one of ['dummy', 'subproc']"),
         (["--user", "nobody"], "user: unknown user 'nobody'"),
+        (["--hp", "learning_rate=fast"], "hyperparams: maskable_ppo rejected"),
     ],
 )
 def test_bad_arguments_list_what_is_allowed(tmp_path, args, needle):

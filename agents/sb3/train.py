@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import functools
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -223,10 +224,18 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None) -> Path:
     run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg)
     if (run / "config.yaml").exists():
         raise ConfigError(f"{run}: a run already exists here; use resume to continue it")
+    created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     resolved = {**dataclasses.asdict(cfg), "resolved_hyperparams": hp}
     atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    return _learn(cfg, hp, run, _fresh_metrics(cfg, resolved), checkpoint=None)
+    try:
+        return _learn(cfg, hp, run, _fresh_metrics(cfg, resolved), checkpoint=None)
+    except ConfigError:  # rejected before any training: leave no run behind that would block a corrected rerun
+        if created:
+            shutil.rmtree(run, ignore_errors=True)
+        else:
+            (run / "config.yaml").unlink(missing_ok=True)
+        raise
 
 
 def resume(run_dir: str | Path, total_timesteps: int | None = None, progress_bar: bool | None = None) -> Path:
@@ -293,9 +302,12 @@ def _learn(
     algo_cls = ALGOS[cfg.algo]
     try:
         if checkpoint is None:
-            algo = algo_cls(
-                policy, venv, seed=cfg.seed, device=cfg.device, tensorboard_log=str(run / "tb"), verbose=0, **hp
-            )
+            try:
+                algo = algo_cls(
+                    policy, venv, seed=cfg.seed, device=cfg.device, tensorboard_log=str(run / "tb"), verbose=0, **hp
+                )
+            except (TypeError, ValueError, AssertionError) as e:  # SB3 checks its arguments with asserts
+                raise ConfigError(f"hyperparams: {cfg.algo} rejected {hp}: {e}") from e
         else:
             # With the envs restored mid-dialogue, the saved last observation is theirs: no reset.
             algo = algo_cls.load(
