@@ -2,8 +2,12 @@
 
     python scripts/eval_sessions.py --agents rule rule_memory planner planner_memory --out runs/sessions_eval
 
-Each agent plays the same users (episode ``i`` has seed ``seed + i``). Prints one table per metric
-group and, with ``--out``, writes ``results.json`` and ``results.md`` (published whole).
+Each agent plays the same users (episode ``i`` has seed ``seed + i``). An agent name given more than
+once (``rl2=sb3:runs/rl2_s0 rl2=sb3:runs/rl2_s1``: training seeds) pools its entries' users. Prints the
+per-session table, a table over the later sessions (2..K: what memory is for) and, with
+``--paired A B``, A − B per user over the later sessions (entries of A and B pair in the order given,
+so seed ``i`` of A meets the same users as seed ``i`` of B). With ``--out`` it writes ``results.json``
+and ``results.md`` (published whole).
 """
 
 from __future__ import annotations
@@ -34,6 +38,42 @@ def summarize_sessions(rows: list[list[dict[str, float]]]) -> list[dict[str, dic
     return out
 
 
+LATER = ("success", "return", "asks", "re_asks", "cross_contradiction_rate")
+"""Later-session metrics: success and the contradiction rate averaged over sessions 2..K, the others summed."""
+
+
+def later_sessions(row: list[dict[str, float]]) -> dict[str, float]:
+    """One user's sessions 2..K as one record (:data:`LATER`)."""
+    later = row[1:]
+    out = {m: sum(s[m] for s in later) for m in LATER}
+    for m in ("success", "cross_contradiction_rate"):
+        out[m] /= max(1, len(later))
+    return out
+
+
+def later_table(rows: dict[str, list[list[dict[str, float]]]], paired: list[str] | None) -> str:
+    """Markdown: each agent over sessions 2..K, and the paired difference of ``paired`` if given."""
+
+    def cells(values: dict[str, list[float]]) -> str:
+        return " | ".join("{:.3f} ± {:.3f}".format(*mean_ci(values[m])) for m in LATER)
+
+    head = "| agent | users | " + " | ".join(f"{LABELS[m]} (sessions 2..K)" for m in LATER) + " |"
+    lines = [head, "|---|---|" + "---|" * len(LATER)]
+    for label, per_user in rows.items():
+        later = [later_sessions(r) for r in per_user]
+        lines.append(f"| {label} | {len(later)} | " + cells({m: [x[m] for x in later] for m in LATER}) + " |")
+    if paired:
+        a, b = paired
+        if len(rows[a]) != len(rows[b]):
+            raise SystemExit(f"--paired: {a} has {len(rows[a])} users and {b} {len(rows[b])}; they must match")
+        diff = [
+            {m: later_sessions(x)[m] - later_sessions(y)[m] for m in LATER}
+            for x, y in zip(rows[a], rows[b], strict=True)
+        ]
+        lines.append(f"| {a} − {b} (paired) | {len(diff)} | " + cells({m: [d[m] for d in diff] for m in LATER}) + " |")
+    return "\n".join(lines)
+
+
 def _rl2(spec: str) -> bool:
     """Whether an ``sb3:<run>`` agent was trained with the previous action and reward in its observation."""
     if not spec.startswith("sb3:"):
@@ -60,12 +100,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", help="persona split")
     p.add_argument("--seed", type=int, default=0, help="seed of the first user")
     p.add_argument("--mode", default="act", choices=["act", "text"], help="act or text env")
+    p.add_argument("--paired", nargs=2, default=None, metavar=("A", "B"), help="report A - B per user, sessions 2..K")
     p.add_argument("--out", default=None, help="folder for results.json and results.md")
     args = p.parse_args(argv)
     if args.out:
         check_output_folder(Path(args.out), OUTPUTS, "--out")
-    results = {}
-    for label, spec in (parse_agent_entry(a) for a in args.agents):
+    entries = [parse_agent_entry(a) for a in args.agents]
+    if args.paired:
+        counts = {label: [x for x, _ in entries].count(label) for label, _ in entries}
+        for name in args.paired:
+            if name not in counts:
+                p.error(f"--paired: {name!r} is not one of the agents {sorted(counts)}")
+        a, b = args.paired
+        if counts[a] != counts[b]:
+            users_a, users_b = counts[a] * args.episodes, counts[b] * args.episodes
+            p.error(f"--paired: {a} has {users_a} users and {b} {users_b}; they must match")
+    rows_of: dict[str, list[list[dict[str, float]]]] = {}
+    for label, spec in entries:
         make_agent(spec)  # fail fast on a bad spec
         rows = evaluate_sessions(
             lambda spec=spec: make_agent(spec),
@@ -76,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             mode=args.mode,
             previous_action_reward=_rl2(spec),
         )
-        results[label] = summarize_sessions(rows)
-        print(f"{label}: done", file=sys.stderr, flush=True)
+        rows_of.setdefault(label, []).extend(rows)
+        print(f"{label} ({spec}): done", file=sys.stderr, flush=True)
+    results = {label: summarize_sessions(rows) for label, rows in rows_of.items()}
     lines = [f"split={args.split} mode={args.mode} users={args.episodes} sessions={args.sessions} seed={args.seed}", ""]
     head = "| agent | session | " + " | ".join(LABELS.values()) + " |"
     lines += [head, "|---|---|" + "---|" * len(LABELS)]
@@ -85,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         for k, s in enumerate(per):
             cells = [f"{s[m]['mean']:.3f} ± {s[m]['ci95']:.3f}" for m in LABELS]
             lines.append(f"| {label} | {k + 1} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + later_table(rows_of, args.paired)
     print(table)
     if args.out:
+        later = {label: [later_sessions(r) for r in rows] for label, rows in rows_of.items()}
         with publish_folder(Path(args.out), OUTPUTS, "--out") as staging:
-            atomic_write_json(staging / "results.json", {"config": vars(args), "results": results})
+            atomic_write_json(
+                staging / "results.json", {"config": vars(args), "results": results, "later_per_user": later}
+            )
             atomic_write_text(staging / "results.md", table + "\n")
     return 0
 

@@ -269,9 +269,18 @@ def test_eval_sessions_script(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "eval"
     cmd = [sys.executable, str(root / "scripts" / "eval_sessions.py"), "--agents", "rule", "planner_memory",
+           "mem=rule_memory", "mem=rule_memory", "--paired", "mem", "rule",
            "--episodes", "3", "--sessions", "2", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 2 and "--paired: mem has 6 users and rule 3; they must match" in r.stderr
+    cmd[cmd.index("--paired") + 2] = "planner_memory"
+    cmd.insert(cmd.index("planner_memory"), "planner_memory")  # two entries each: 6 users a side
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "planner_memory" in r.stdout and (out / "results.md").is_file()
+    assert "| mem − planner_memory (paired) | 6 |" in r.stdout
     results = json.loads((out / "results.json").read_text())
-    assert "planner_memory" in json.dumps(results) and "rule" in json.dumps(results)
+    later = results["later_per_user"]
+    assert len(later["planner_memory"]) == 6 and len(later["mem"]) == 6 and len(later["rule"]) == 3  # pooled
+    assert later["planner_memory"][:3] == later["planner_memory"][3:]  # the same users, the same play
+    assert {"success", "return", "asks"} <= set(later["rule"][0])
