@@ -207,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the first N dialogues of --lm-data are validation data (for --choose-thresholds), the rest the test",
     )
     p.add_argument(
+        "--lm-dev-data",
+        nargs="*",
+        default=[],
+        help="collect folders of LM-user dialogues that are only validation data (for --choose-thresholds); "
+        "every dialogue of --lm-data is then test data",
+    )
+    p.add_argument(
         "--choose-thresholds",
         action="store_true",
         help="choose the reader's thresholds on validation data (paraphrases_dev.yaml and the --lm-dev-dialogues) "
@@ -232,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.lm_dev_dialogues < 0:
         p.error(f"--lm-dev-dialogues must be >= 0, got {args.lm_dev_dialogues}")
-    if args.choose_thresholds and not (args.lm_data and args.lm_dev_dialogues):
-        p.error("--choose-thresholds needs validation dialogues: --lm-data FOLDER --lm-dev-dialogues N (N > 0)")
+    if args.lm_dev_data and args.lm_dev_dialogues:
+        p.error("--lm-dev-data and --lm-dev-dialogues: give one source of validation dialogues, not both")
+    if args.choose_thresholds and not (args.lm_dev_data or (args.lm_data and args.lm_dev_dialogues)):
+        p.error(
+            "--choose-thresholds needs validation dialogues: --lm-dev-data FOLDER, or --lm-data FOLDER "
+            "--lm-dev-dialogues N (N > 0)"
+        )
     test_part = slice(args.lm_dev_dialogues, None) if args.lm_dev_dialogues else None
     reader = load_reader()
     result: dict[str, Any] = {
@@ -242,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         "dialogues": {},
     }
     if args.choose_thresholds:
-        dev_lm = examples_from_data(args.lm_data, dialogues=slice(0, args.lm_dev_dialogues), turns=True)
+        if args.lm_dev_data:
+            dev_lm = examples_from_data(args.lm_dev_data, turns=True)
+        else:
+            dev_lm = examples_from_data(args.lm_data, dialogues=slice(0, args.lm_dev_dialogues), turns=True)
         choice = result["choice"] = choose_thresholds(reader, load_paraphrases(split="dev"), dev_lm)
         print(f"thresholds chosen on validation data ({choice['paraphrases']} dev paraphrases, "
               f"{choice['lm_examples']} LM-user turns, rule NLU exact on {choice['rule_lm_exact']}): "

@@ -217,3 +217,22 @@ def test_examples_from_a_part_of_the_dialogues_and_by_turn(tmp_path):
     assert [e.values for e in turns] == [frozenset({("pet", "cat"), ("diet", "vegan")}), frozenset()]
     assert turns[1].asked == ("drink",)  # a refusal that names its value states nothing (the rule reading)
     assert examples_from_data([tmp_path], dialogues=slice(1, None))[0].values == {("drink", "wine")}  # by alias
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lm-dev-data", "a", "--lm-dev-dialogues", "5"], "give one source of validation dialogues, not both"),
+        (["--choose-thresholds"], "--choose-thresholds needs validation dialogues: --lm-dev-data FOLDER"),
+        (["--lm-dev-dialogues", "-1"], "--lm-dev-dialogues must be >= 0, got -1"),
+    ],
+)
+def test_eval_tracker_script_refuses_unclear_validation_data(args, needle):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "scripts" / "eval_tracker.py"), "--episodes", "1", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr[-1000:]
