@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -121,9 +122,11 @@ def check_output_folder(out: Path, allowed: Iterable[str], what: str = "out") ->
     Commands call it before their work, so a bad ``--out`` fails at once rather than after it.
     """
     out, allowed = Path(out), set(allowed)
-    if not out.exists():
+    try:
+        mode = out.stat().st_mode  # one look: exists() then is_dir() could see another run move it in between
+    except FileNotFoundError:
         return
-    if not out.is_dir():
+    if not stat.S_ISDIR(mode):
         raise ValueError(f"{what}: {out} exists and is not a folder")
     try:
         names = [p.name for p in out.iterdir()]
