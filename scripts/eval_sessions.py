@@ -51,26 +51,20 @@ def later_sessions(row: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def later_table(rows: dict[str, list[list[dict[str, float]]]], paired: list[str] | None) -> str:
-    """Markdown: each agent over sessions 2..K, and the paired difference of ``paired`` if given."""
+def later_table(later: dict[str, list[dict[str, float]]], paired: list[str] | None) -> str:
+    """Markdown: each agent over sessions 2..K (per-user :func:`later_sessions` records), and ``paired``'s A − B."""
 
     def cells(values: dict[str, list[float]]) -> str:
         return " | ".join("{:.3f} ± {:.3f}".format(*mean_ci(values[m])) for m in LATER)
 
     head = "| agent | users | " + " | ".join(f"{LABELS[m]} (sessions 2..K)" for m in LATER) + " |"
     lines = [head, "|---|---|" + "---|" * len(LATER)]
-    for label, per_user in rows.items():
-        later = [later_sessions(r) for r in per_user]
-        lines.append(f"| {label} | {len(later)} | " + cells({m: [x[m] for x in later] for m in LATER}) + " |")
+    for label, per_user in later.items():
+        lines.append(f"| {label} | {len(per_user)} | " + cells({m: [x[m] for x in per_user] for m in LATER}) + " |")
     if paired:
         a, b = paired
-        if len(rows[a]) != len(rows[b]):
-            raise SystemExit(f"--paired: {a} has {len(rows[a])} users and {b} {len(rows[b])}; they must match")
-        diff = [
-            {m: later_sessions(x)[m] - later_sessions(y)[m] for m in LATER}
-            for x, y in zip(rows[a], rows[b], strict=True)
-        ]
-        lines.append(f"| {a} − {b} (paired) | {len(diff)} | " + cells({m: [d[m] for d in diff] for m in LATER}) + " |")
+        diff = {m: [x[m] - y[m] for x, y in zip(later[a], later[b], strict=True)] for m in LATER}
+        lines.append(f"| {a} − {b} (paired) | {len(later[a])} | " + cells(diff) + " |")
     return "\n".join(lines)
 
 
@@ -137,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         for k, s in enumerate(per):
             cells = [f"{s[m]['mean']:.3f} ± {s[m]['ci95']:.3f}" for m in LABELS]
             lines.append(f"| {label} | {k + 1} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n\n" + later_table(rows_of, args.paired)
+    later = {label: [later_sessions(r) for r in rows] for label, rows in rows_of.items()}
+    table = "\n".join(lines) + "\n\n" + later_table(later, args.paired)
     print(table)
     if args.out:
-        later = {label: [later_sessions(r) for r in rows] for label, rows in rows_of.items()}
         with publish_folder(Path(args.out), OUTPUTS, "--out") as staging:
             atomic_write_json(
                 staging / "results.json", {"config": vars(args), "results": results, "later_per_user": later}

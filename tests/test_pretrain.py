@@ -34,7 +34,7 @@ def recurrent_model(seed: int = 0):
 
 def mean_log_prob(model, episodes) -> float:
     with th.no_grad():
-        log_prob, *_, weight = _recurrent_pass(model.policy, episodes, 0.99, model.device)
+        log_prob, _, _, weight, _ = _recurrent_pass(model.policy, episodes, 0.99, model.device, False)
     return float((log_prob * weight).sum() / weight.sum())
 
 
@@ -56,7 +56,7 @@ def test_recurrent_pass_matches_playing_step_by_step():
     """Episodes side by side through the LSTM give each step the log-probability sequential play gives it."""
     model = recurrent_model()
     episodes = play_teacher(make_env, "planner_memory", 3, seed=11)
-    log_prob, *_, weight = _recurrent_pass(model.policy, episodes, 0.99, model.device)
+    log_prob, _, _, weight, _ = _recurrent_pass(model.policy, episodes, 0.99, model.device, False)
     length = int(weight.reshape(3, -1).shape[1])
     policy = model.policy
     lstm = policy.lstm_actor

@@ -124,15 +124,14 @@ def behaviour_clone(
     # The value head's error is measured in units of the returns' variance, so it does not swamp the acts' loss.
     scale = float(np.var(np.concatenate([e.returns(gamma) for e in episodes]))) + 1e-6
     stats: dict[str, float] = {}
-    for _ in range(epochs):
+    passes = _recurrent_pass if recurrent else _flat_pass
+    for epoch in range(epochs):
+        last = epoch == epochs - 1  # the accuracy is reported for the last epoch only: one extra forward pass
         order = rng.permutation(len(episodes))
         losses, hits, steps = [], 0, 0
         for start in range(0, len(order), batch_episodes):
             batch = [episodes[i] for i in order[start : start + batch_episodes]]
-            if recurrent:
-                log_prob, values, actions, returns, logits_ok, weight = _recurrent_pass(policy, batch, gamma, device)
-            else:
-                log_prob, values, actions, returns, logits_ok, weight = _flat_pass(policy, batch, gamma, device)
+            log_prob, values, returns, weight, greedy_hits = passes(policy, batch, gamma, device, last)
             n = weight.sum()
             value_error = (((values - returns) ** 2) * weight).sum() / (n * scale)
             loss = -(log_prob * weight).sum() / n + value_coef * value_error
@@ -141,7 +140,8 @@ def behaviour_clone(
             th.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
             optimizer.step()
             losses.append(float(loss.detach()))
-            hits += int((logits_ok * weight).sum())
+            if greedy_hits is not None:
+                hits += int((greedy_hits * weight).sum())
             steps += int(n)
         stats = {"loss": float(np.mean(losses)), "accuracy": hits / max(1, steps)}
     policy.set_training_mode(False)
@@ -157,17 +157,17 @@ def _greedy_hits(policy: Any, obs: Any, actions: Any, **kwargs: Any) -> Any:
         return (dist.distribution.probs.argmax(-1) == actions).float()
 
 
-def _flat_pass(policy: Any, batch: list[Episode], gamma: float, device: Any) -> tuple[Any, ...]:
+def _flat_pass(policy: Any, batch: list[Episode], gamma: float, device: Any, measure: bool) -> tuple[Any, ...]:
+    """Single steps: log-probabilities, values, returns, weights and (``measure``) greedy hits of the teacher's acts."""
     import torch as th
 
     obs = th.as_tensor(np.concatenate([np.stack(e.obs) for e in batch]), device=device)
     actions = th.as_tensor(np.concatenate([e.actions for e in batch]), device=device)
-    masks = np.concatenate([np.stack(e.masks) for e in batch])
     returns = th.as_tensor(np.concatenate([e.returns(gamma) for e in batch]), device=device)
-    kwargs = {"action_masks": masks} if _takes_masks(policy) else {}
+    kwargs = {"action_masks": np.concatenate([np.stack(e.masks) for e in batch])} if _takes_masks(policy) else {}
     values, log_prob, _ = policy.evaluate_actions(obs, actions, **kwargs)
-    hits = _greedy_hits(policy, obs, actions, **kwargs)
-    return log_prob, values.flatten(), actions, returns, hits, th.ones_like(returns)
+    hits = _greedy_hits(policy, obs, actions, **kwargs) if measure else None
+    return log_prob, values.flatten(), returns, th.ones_like(returns), hits
 
 
 def _takes_masks(policy: Any) -> bool:
@@ -176,8 +176,8 @@ def _takes_masks(policy: Any) -> bool:
     return isinstance(policy, MaskableActorCriticPolicy)
 
 
-def _recurrent_pass(policy: Any, batch: list[Episode], gamma: float, device: Any) -> tuple[Any, ...]:
-    """Whole episodes side by side, padded to the longest (padding carries no weight and comes last)."""
+def _recurrent_pass(policy: Any, batch: list[Episode], gamma: float, device: Any, measure: bool) -> tuple[Any, ...]:
+    """As :func:`_flat_pass`, on whole episodes side by side, padded to the longest (padding: weight 0, at the end)."""
     import torch as th
     from sb3_contrib.common.recurrent.type_aliases import RNNStates
 
@@ -193,21 +193,13 @@ def _recurrent_pass(policy: Any, batch: list[Episode], gamma: float, device: Any
     starts = np.zeros((n_seq, length), dtype=np.float32)
     starts[:, 0] = 1.0
     # Sequence-major order: RecurrentActorCriticPolicy reshapes to (n_seq, length, ...) and swaps axes.
-    flat = {
-        "obs": th.as_tensor(obs.reshape(n_seq * length, dim), device=device),
-        "actions": th.as_tensor(actions.reshape(-1), device=device),
-        "starts": th.as_tensor(starts.reshape(-1), device=device),
-    }
+    obs_t = th.as_tensor(obs.reshape(n_seq * length, dim), device=device)
+    actions_t = th.as_tensor(actions.reshape(-1), device=device)
+    starts_t = th.as_tensor(starts.reshape(-1), device=device)
     lstm = policy.lstm_actor
     zeros = th.zeros(lstm.num_layers, n_seq, lstm.hidden_size, device=device)
     states = RNNStates((zeros, zeros.clone()), (zeros.clone(), zeros.clone()))
-    values, log_prob, _ = policy.evaluate_actions(flat["obs"], flat["actions"], states, flat["starts"])
-    hits = _greedy_hits(policy, flat["obs"], flat["actions"], lstm_states=states.pi, episode_starts=flat["starts"])
-    return (
-        log_prob,
-        values.flatten(),
-        flat["actions"],
-        th.as_tensor(returns.reshape(-1), device=device),
-        hits,
-        th.as_tensor(weight.reshape(-1), device=device),
-    )
+    values, log_prob, _ = policy.evaluate_actions(obs_t, actions_t, states, starts_t)
+    hits = _greedy_hits(policy, obs_t, actions_t, lstm_states=states.pi, episode_starts=starts_t) if measure else None
+    returns_t = th.as_tensor(returns.reshape(-1), device=device)
+    return log_prob, values.flatten(), returns_t, th.as_tensor(weight.reshape(-1), device=device), hits
