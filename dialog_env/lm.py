@@ -334,9 +334,19 @@ class IncrementalBatch:
         tokenizer: Its tokenizer (see :func:`prepare_tokenizer`).
         sequences: The starting token ids of each row.
         min_shared: Shortest prefix worth encoding once for a group of rows (0: never share).
+        store: Prefixes encoded by earlier batches, to start from instead of encoding them again
+            (:class:`PrefixStore`; only for a model whose weights do not change meanwhile).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, sequences: Sequence[Sequence[int]], min_shared: int = 16):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        sequences: Sequence[Sequence[int]],
+        min_shared: int = 16,
+        store: PrefixStore | None = None,
+    ):
+        self.store = store
         self._start(model, tokenizer.pad_token_id, set(_eos_ids(model, tokenizer)), sequences, min_shared)
 
     def _start(self, model: Any, pad: int, eos: set[int], sequences: Sequence[Sequence[int]], min_shared: int) -> None:
@@ -345,8 +355,13 @@ class IncrementalBatch:
         if not sequences or min(len(s) for s in sequences) == 0:
             raise ValueError("IncrementalBatch needs at least one non-empty sequence")
         self.model, self.pad, self.eos = model, pad, eos
+        self.min_shared = min_shared
         dev = model.device
         groups = _prefix_groups(sequences, min_shared) if min_shared > 0 else []
+        if min_shared > 0 and getattr(self, "store", None) is not None:
+            # With a store, a row that shares its prompt with no other row may still start from an earlier one.
+            grouped = {r for rows, _ in groups for r in rows}
+            groups += [([r], len(s) - 1) for r, s in enumerate(sequences) if r not in grouped and len(s) > min_shared]
         shared = [0] * len(sequences)
         for rows, length in groups:
             for r in rows:
@@ -370,11 +385,22 @@ class IncrementalBatch:
         n = len(sequences)
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
+        store = getattr(self, "store", None)
         for rows, length in groups:
             part = DynamicCache(config=self.model.config)
-            prefix = torch.tensor([list(sequences[rows[0]][:length])], device=self.model.device)
-            with torch.inference_mode():
-                self.model(input_ids=prefix, past_key_values=part, use_cache=True)
+            tokens = tuple(sequences[rows[0]][:length])
+            key, start = store.match(tokens) if store is not None else (None, 0)
+            if start < self.min_shared:
+                key, start = None, 0
+            if key is not None:
+                for i, (k, v) in enumerate(store.kv(key, start)):  # type: ignore[union-attr]
+                    part.update(k, v, i)
+            if start < length:
+                prefix = torch.tensor([list(tokens[start:])], device=self.model.device)
+                with torch.inference_mode():
+                    self.model(input_ids=prefix, past_key_values=part, use_cache=True)
+            if store is not None:
+                store.keep(tokens, [(layer.keys, layer.values) for layer in part.layers], key, start)
             for i, layer in enumerate(part.layers):
                 if i == len(keys):
                     shape = (n, *layer.keys.shape[1:-2], width, layer.keys.shape[-1])
@@ -441,6 +467,7 @@ class IncrementalBatch:
         import torch
 
         other = IncrementalBatch.__new__(IncrementalBatch)
+        other.store = self.store
         other._start(self.model, self.pad, self.eos, sequences, min_shared)
         other._encode_all_but_last()
         if self.cache.get_seq_length() == 0:
@@ -496,8 +523,16 @@ class IncrementalBatch:
             kv.append((torch.cat([zeros, layer.keys], dim=-2), torch.cat([zeros, layer.values], dim=-2)))
         return ids, mask, kv
 
-    def generate(self, config: GenerationConfig | None = None, seed: int | None = None) -> list[list[int]]:
+    def generate(
+        self, config: GenerationConfig | None = None, seed: int | None = None, stopping: Any = None
+    ) -> list[list[int]]:
         """Continue every row; the reply (up to and including its end-of-sequence token) stays in the rows.
+
+        Args:
+            config: Sampling options.
+            seed: Seeds torch's generator first.
+            stopping: An extra per-row stopping rule (a callable with the signature of a Hugging Face
+                ``StoppingCriteria``, such as :class:`ReplyBudget`); a stopped row's reply ends where it stopped.
 
         Returns:
             The new tokens of each row, as :func:`generate_from_ids` returns them.
@@ -509,6 +544,11 @@ class IncrementalBatch:
         if seed is not None:
             torch.manual_seed(seed)
         width = self.ids.shape[1]
+        extra: dict[str, Any] = {}
+        if stopping is not None:
+            from transformers import StoppingCriteriaList
+
+            extra["stopping_criteria"] = StoppingCriteriaList([stopping])
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=self.ids,
@@ -516,12 +556,158 @@ class IncrementalBatch:
                 past_key_values=self.cache,
                 pad_token_id=self.pad,
                 **_sampling_kwargs(config),
+                **extra,
             )
         completions = [_cut_at_eos(row, self.eos) for row in out[:, width:].tolist()]
         reply_mask = [[1] * len(c) + [0] * (out.shape[1] - width - len(c)) for c in completions]
         self.ids = out
         self.mask = torch.cat([self.mask, torch.tensor(reply_mask, dtype=self.mask.dtype, device=out.device)], dim=1)
         return completions
+
+
+class PrefixStore:
+    """Encoded prompt prefixes (their KV cache) kept from one :class:`IncrementalBatch` to the next.
+
+    A speaker who is prompted again and again with the same opening (an LM user's instruction, persona
+    and worked examples, before each new message) has that opening encoded once. A lookup finds the
+    stored prefix that shares the most leading tokens with a new prompt; the cache of a causal LM over
+    the first ``n`` tokens depends on those tokens only, so that many positions are reused exactly (up
+    to float rounding) and only the rest is encoded. When a stored prompt is reused in part, the entry is
+    cut to the part that recurred (the opening), so each speaker keeps one entry, the least recently
+    used leaving first.
+
+    Only valid while the model's weights stay the same: never share one with a model being trained.
+
+    Args:
+        max_entries: Prefixes kept (each costs its length × the model's KV size per token).
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        if max_entries < 1:
+            raise ValueError(f"PrefixStore max_entries must be positive, got {max_entries}")
+        from collections import OrderedDict
+
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        self.reused_tokens = 0
+        self.encoded_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def match(self, tokens: Sequence[int]) -> tuple[tuple[int, ...] | None, int]:
+        """The stored prefix sharing the most leading tokens with ``tokens``, and how many it shares."""
+        best, length = None, 0
+        for key in self._entries:
+            n = _common_prefix_length(key, tokens)
+            if n > length:
+                best, length = key, n
+        return best, length
+
+    def kv(self, key: tuple[int, ...], length: int) -> list[tuple[Any, Any]]:
+        """Per layer ``(keys, values)`` of the first ``length`` positions of a stored prefix."""
+        self._entries.move_to_end(key)
+        return [(k[..., :length, :], v[..., :length, :]) for k, v in self._entries[key]]
+
+    def keep(
+        self, tokens: tuple[int, ...], kv: list[tuple[Any, Any]], reused: tuple[int, ...] | None, start: int
+    ) -> None:
+        """Record an encoded prefix ``tokens`` (``kv``: its cache) that reused ``start`` tokens of ``reused``.
+
+        A prompt that reused nothing is stored whole; one that reused part of an entry cuts that entry to
+        the recurring part (a prompt that reused an entry whole changes nothing).
+        """
+        self.reused_tokens += start
+        self.encoded_tokens += len(tokens) - start
+        if reused is None:
+            self._entries[tokens] = [(k.clone(), v.clone()) for k, v in kv]
+        elif start < len(reused):
+            old = self._entries.pop(reused)
+            self._entries[reused[:start]] = [(k[..., :start, :].clone(), v[..., :start, :].clone()) for k, v in old]
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+class ReplyBudget:
+    """A per-row stopping rule: stop a reply as soon as it already breaks its row's budget.
+
+    A budget is ``(max_words, may_ask)``: the reply may have at most ``max_words`` whitespace-separated
+    words, and may contain ``"?"`` only if ``may_ask``. Both only ever get worse as a reply grows (a
+    longer text never has fewer words, and a ``"?"`` once written stays), so a row stopped here is one
+    whose finished reply would have broken its budget too: stopping it early changes no verdict, it
+    only saves the tokens. Rows without a budget (``None``) run as usual. Other rows' tokens are the
+    same as without the rule (sampling draws over the whole batch at every step either way).
+
+    Args:
+        tokenizer: Decodes the replies so far.
+        width: Columns before the replies (the batch's prompt width).
+        budgets: One ``(max_words, may_ask)`` or ``None`` per row.
+
+    Attributes:
+        stopped: Rows this rule stopped.
+    """
+
+    def __init__(self, tokenizer: Any, width: int, budgets: Sequence[tuple[int, bool] | None]) -> None:
+        self.tokenizer, self.width, self.budgets = tokenizer, width, list(budgets)
+        self.stopped: set[int] = set()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        """Hugging Face ``StoppingCriteria`` signature: which rows are done (a bool tensor)."""
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        rows = [r for r, b in enumerate(self.budgets) if b is not None and r not in self.stopped]
+        if rows:
+            texts = self.tokenizer.batch_decode(input_ids[rows, self.width :], skip_special_tokens=True)
+            for r, text in zip(rows, texts, strict=True):
+                max_words, may_ask = self.budgets[r]  # type: ignore[misc]
+                if len(text.split()) > max_words or (not may_ask and "?" in text):
+                    self.stopped.add(r)
+        for r in self.stopped:
+            done[r] = True
+        return done
+
+
+def generate_replies(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    config: GenerationConfig | None = None,
+    seed: int | None = None,
+    budgets: Sequence[tuple[int, bool] | None] | None = None,
+    min_shared: int = 16,
+    store: PrefixStore | None = None,
+) -> list[str | None]:
+    """One assistant turn per conversation, with shared prompts encoded once and budgets enforced early.
+
+    Like :func:`generate_batch`, in one ``generate`` call, but conversations that start alike (the same
+    prompt sampled several times, or one speaker's instruction and examples) have their common
+    prefix encoded once (:class:`IncrementalBatch`), and a row with a budget stops as soon as its
+    reply breaks it (:class:`ReplyBudget`).
+
+    Args:
+        model: A causal LM.
+        tokenizer: Its tokenizer (see :func:`prepare_tokenizer`).
+        conversations: Chat messages per row, ending with a user turn.
+        config: Sampling options.
+        seed: Seeds torch's generator first.
+        budgets: ``(max_words, may_ask)`` or ``None`` per row (``None``: no budgets).
+        min_shared: Shortest common prefix worth encoding once.
+        store: Prefixes encoded by earlier calls (:class:`PrefixStore`; frozen models only).
+
+    Returns:
+        The decoded reply per row, or ``None`` where the row broke its budget.
+    """
+    if budgets is not None and len(budgets) != len(conversations):
+        raise ValueError(f"budgets needs one entry per conversation ({len(conversations)}), got {len(budgets)}")
+    batch = IncrementalBatch(model, tokenizer, [render_ids(tokenizer, c) for c in conversations], min_shared, store)
+    rule = ReplyBudget(tokenizer, int(batch.ids.shape[1]), budgets) if budgets is not None else None
+    completions = batch.generate(config, seed, stopping=rule)
+    stopped = rule.stopped if rule is not None else set()
+    return [
+        None if r in stopped else tokenizer.decode(c, skip_special_tokens=True).strip()
+        for r, c in enumerate(completions)
+    ]
 
 
 def _cat_range(head: Any, start: int, length: int) -> Any:

@@ -172,3 +172,61 @@ def test_prompt_style_comes_from_the_model_folder(tiny_path, tmp_path):
     (trained / POLICY_FILE).write_text("not json")
     with pytest.raises(ValueError, match=POLICY_FILE):
         policy_prompt(str(trained))
+
+
+def speaker_prompts(turn: int, speakers: int = 3) -> list[list[dict[str, str]]]:
+    """One long fixed opening per speaker (as an LM user's), then this turn's message."""
+    world_words = ["Blue Note Jazz Night.", "I have a dog.", "I love jazz."]
+    return [
+        [
+            {"role": "system", "content": f"Catalog: {world_words[s]} " * 6},
+            {"role": "user", "content": "Hi! " * (turn + 1) + world_words[(s + turn) % 3]},
+        ]
+        for s in range(speakers)
+    ]
+
+
+def test_reply_budgets_stop_early_without_changing_any_verdict(tiny):
+    from dialog_env.lm import generate_replies
+
+    model, tok = tiny
+    convs = [c for c in speaker_prompts(0) for _ in range(3)]
+    cfg = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=1.5)
+    free = generate_replies(model, tok, convs, cfg, seed=7)
+    budgets = [(3, False), (3, True), None] * 3
+    kept = generate_replies(model, tok, convs, cfg, seed=7, budgets=budgets)
+    stopped = [i for i, t in enumerate(kept) if t is None]
+    assert stopped, "a random model's 12 sampled tokens break a 3-word budget somewhere"
+    for i, (a, b) in enumerate(zip(free, kept, strict=True)):
+        if b is None:  # stopped: its finished reply breaks the budget too
+            max_words, may_ask = budgets[i]
+            assert len(a.split()) > max_words or (not may_ask and "?" in a)
+        else:  # not stopped: the very same reply as without budgets
+            assert a == b
+    assert all(kept[i] is not None for i in range(2, 9, 3))  # rows without a budget run as usual
+    with pytest.raises(ValueError, match="one entry per conversation"):
+        generate_replies(model, tok, convs, cfg, budgets=budgets[:2])
+
+
+def test_a_prefix_store_reuses_each_speakers_opening_and_changes_no_reply(tiny):
+    from dialog_env.lm import PrefixStore, generate_replies
+
+    model, tok = tiny
+    cfg = GenerationConfig(max_new_tokens=8)  # greedy: any change in the encoding would show
+    store = PrefixStore(max_entries=8)
+    for turn in range(3):
+        convs = [c for c in speaker_prompts(turn) for _ in range(2)]
+        assert generate_replies(model, tok, convs, cfg, store=store) == generate_batch(model, tok, convs, cfg)[0]
+        assert len(store) == 3  # one entry per speaker
+    assert store.reused_tokens > store.encoded_tokens  # after the first turn, most of each prompt is reused
+    # Entries were cut to the part that recurred (the opening), which every later prompt starts with.
+    from dialog_env.lm import render_ids
+
+    for key in store._entries:
+        full = [render_ids(tok, c) for c in speaker_prompts(3)]
+        assert any(list(f[: len(key)]) == list(key) for f in full)
+    small = PrefixStore(max_entries=2)
+    generate_replies(model, tok, speaker_prompts(0), cfg, store=small)
+    assert len(small) == 2  # the least recently used speaker left
+    with pytest.raises(ValueError, match="max_entries must be positive"):
+        PrefixStore(max_entries=0)

@@ -332,3 +332,34 @@ def test_the_lm_user_is_paired_with_the_agenda_user(tiny_lm):
         play(env, make_agent("rule"), seed)
         # A random tiny model never verifies, so the LM user says the templates: the whole dialogue matches.
         assert lm.messages() == env.unwrapped.messages()
+
+
+def test_eval_lm_user_script_reports_paired_differences(tiny_lm, tmp_path):
+    """The cross-simulator table as a user runs it: both users per agent, and paired differences."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cross"
+    cmd = [sys.executable, str(root / "scripts" / "eval_lm_user.py"), "--agents", "rule", "p=planner",
+           "--user-model", str(tiny_lm), "--episodes", "3", "--in-flight", "2", "--paired", "p", "nobody",
+           "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 2 and "--paired: both agents must be among the --agents labels" in r.stderr
+    cmd[cmd.index("nobody")] = "rule"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    comparisons = [p["comparison"] for p in results["paired"]]
+    lm = f"lm:{tiny_lm}"
+    assert comparisons == [f"rule: {lm} − agenda", f"p: {lm} − agenda", "p − rule vs agenda", f"p − rule vs {lm}"]
+    rows = {(row["agent"], row["user"]): row for row in results["rows"]}
+    # A random tiny model never verifies: the LM user says the templates, so each agent's dialogues match.
+    assert rows["p", lm]["dialogues"] == rows["p", "agenda"]["dialogues"]
+    assert results["paired"][1]["success"] == {"mean": 0.0, "ci95": 0.0}
+    planner = [d["success"] for d in rows["p", "agenda"]["dialogues"]]
+    rule = [d["success"] for d in rows["rule", "agenda"]["dialogues"]]
+    assert results["paired"][2]["success"]["mean"] == pytest.approx(sum(planner) / 3 - sum(rule) / 3)
+    assert "| p − rule vs agenda |" in (out / "results.md").read_text()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dialog_env import acts as A
 from dialog_env.acts import DialogueAct
+from dialog_env.lm import PrefixStore
 from dialog_env.nlu import Lexicon, UserNLU
 from dialog_env.persona import Persona
 from dialog_env.users.agenda import AgendaUser, AgendaUserConfig
@@ -88,15 +89,20 @@ class PhraseBatcher:
     batched call for all, in slot order. Outside a round it generates at once. Which dialogues
     share a call depends on the round, so a dialogue's LM text depends on the dialogues in flight
     with it; the same run (seeds, actions, batch size) gives the same text.
+
+    Every call encodes a prompt shared by several rows once (a user's tries), and the batcher keeps
+    each user's opening (instruction, persona facts, worked examples) encoded from one turn to the
+    next (:class:`~dialog_env.lm.PrefixStore`), so a turn encodes little more than its new message.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._local = threading.local()
         self._open: set[int] = set()
-        self._asked: dict[int, tuple[list[Any], Any, int]] = {}
-        self._answers: dict[int, list[str] | BaseException] = {}
+        self._asked: dict[int, tuple[list[Any], Any, int, list[Any]]] = {}
+        self._answers: dict[int, list[str | None] | BaseException] = {}
         self.calls = 0
+        self.store = PrefixStore()
 
     def open_round(self, slots: Iterable[int]) -> None:
         """The slots whose users may ask in this round."""
@@ -116,16 +122,30 @@ class PhraseBatcher:
                     self._open.discard(slot)
                     self._maybe_run()
 
-    def generate(self, model: Any, tokenizer: Any, conversations: list[Any], config: Any, seed: int) -> list[str]:
-        """Texts for ``conversations``: batched with the round's other asks, or at once outside a round."""
-        from dialog_env.lm import generate_batch
+    def generate(
+        self,
+        model: Any,
+        tokenizer: Any,
+        conversations: list[Any],
+        config: Any,
+        seed: int,
+        budgets: Sequence[tuple[int, bool] | None] | None = None,
+    ) -> list[str | None]:
+        """Texts for ``conversations``: batched with the round's other asks, or at once outside a round.
 
+        ``budgets`` (one ``(max_words, may_ask)`` per conversation, see :class:`~dialog_env.lm.ReplyBudget`)
+        stop a candidate as soon as it breaks its budget; such a candidate comes back as ``None``.
+        """
+        from dialog_env.lm import generate_replies
+
+        rules = list(budgets) if budgets is not None else [None] * len(conversations)
         slot = getattr(self._local, "slot", None)
         if slot is None:
             self.calls += 1
-            return generate_batch(model, tokenizer, conversations, config, seed)[0]
+            with self._cond:
+                return generate_replies(model, tokenizer, conversations, config, seed, rules, store=self.store)
         with self._cond:
-            self._asked[slot] = (conversations, config, seed)
+            self._asked[slot] = (conversations, config, seed, rules)
             self._lm = (model, tokenizer)
             self._maybe_run()
             while slot not in self._answers:
@@ -139,14 +159,17 @@ class PhraseBatcher:
         """Under the lock: once every open slot has asked, run the batch and wake everyone."""
         if not self._asked or set(self._asked) != self._open:
             return
-        from dialog_env.lm import generate_batch
+        from dialog_env.lm import generate_replies
 
         order = sorted(self._asked)
         rows = [c for k in order for c in self._asked[k][0]]
+        rules = [b for k in order for b in self._asked[k][3]]
         config, seed = self._asked[order[0]][1], self._asked[order[0]][2]
         model, tokenizer = self._lm
         try:
-            texts: list[str] | BaseException = generate_batch(model, tokenizer, rows, config, seed)[0]
+            texts: list[str | None] | BaseException = generate_replies(
+                model, tokenizer, rows, config, seed, rules, store=self.store
+            )
         except BaseException as e:  # noqa: BLE001 - handed to every waiting thread, which raises it
             texts = e
         self.calls += 1
@@ -247,14 +270,26 @@ class LMUser:
         return self.nlu.parse(text, asked, confirm, rec)  # type: ignore[arg-type]
 
     def candidates(self, template: str) -> list[str]:
-        """``tries`` LM rewrites of ``template``, sampled in one batched call (seeded by the user's rng)."""
+        """``tries`` LM rewrites of ``template``, sampled in one batched call (seeded by the user's rng).
+
+        The prompt is encoded once for all tries, and a candidate stops as soon as it is too long or asks
+        a question the template does not (:meth:`budget`); such a candidate comes back as ``""``, which
+        never verifies, as its finished text would not have.
+        """
         from dialog_env.lm import GenerationConfig
 
         model, tokenizer = self.lm
         config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature)
         seed = self.rng.randrange(2**31)
-        texts = self.batcher.generate(model, tokenizer, [self.conversation(template)] * self.tries, config, seed)
-        return [" ".join(t.split()) for t in texts]
+        conversations = [self.conversation(template)] * self.tries
+        budgets = [self.budget(template)] * self.tries
+        texts = self.batcher.generate(model, tokenizer, conversations, config, seed, budgets)
+        return [" ".join(t.split()) if t is not None else "" for t in texts]
+
+    @staticmethod
+    def budget(template: str) -> tuple[int, bool]:
+        """``(max_words, may_ask)`` of a rewrite of ``template``: the length and question guards of :meth:`verifies`."""
+        return max(12, 2 * len(template.split())), "?" in template
 
     def verifies(
         self,
@@ -271,9 +306,8 @@ class LMUser:
             agent_acts: The agent turn being answered (the NLU's context).
             wanted: The template's reading, when the caller has it already.
         """
-        if not text or len(text.split()) > max(12, 2 * len(template.split())):
-            return False
-        if "?" in text and "?" not in template:
+        max_words, may_ask = self.budget(template)
+        if not text or len(text.split()) > max_words or ("?" in text and not may_ask):
             return False
         if wanted is None:
             wanted = _act_key(self.reading(template, agent_acts))
