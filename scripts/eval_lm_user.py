@@ -3,8 +3,9 @@
     python scripts/eval_lm_user.py --agents rule planner --episodes 50 --split test
     python scripts/eval_lm_user.py --agents planner mppo=sb3:runs/<run> --user-model smollm2 --out runs/lm_user
 
-Against the LM user, ``--in-flight`` dialogues (16) run together, so its turns of one round are
-phrased in one batched call (an agent without ``act_batch`` is built once per dialogue slot).
+Against both users ``--in-flight`` dialogues (16) run together: the LM user's turns of one round are
+phrased in one batched call, and an LM agent's turns are generated in one call too (an agent without
+``act_batch`` is built once per dialogue slot).
 
 For every agent and both users (same seeds, so the same personas and goals): success, contradiction
 rate, turns, return, the rule tracker's joint-goal accuracy on what the user said, and for the LM
@@ -59,7 +60,7 @@ def run(agent_entry: str, user: str, args: argparse.Namespace) -> tuple[dict[str
         mode=args.mode,
         env_kwargs={"user": user},
         on_end=on_end,
-        in_flight=args.in_flight if user != "agenda" else 1,
+        in_flight=args.in_flight,
         batch_size=args.in_flight,
     )
     summary = summarize(records)
