@@ -8,7 +8,8 @@
    ``pool_size`` adversaries;
 2. **the assistant**: the MaskablePPO assistant trained on a mix of dialogues with the agenda user
    (``agenda_fraction`` of the envs) and with adversaries drawn from the pool per dialogue, so it
-   neither forgets earlier attacks nor the ordinary user;
+   neither forgets earlier attacks nor the ordinary user (``agenda_fraction`` 1 is the same-steps
+   control: the assistant trains against the agenda user only, in the same schedule);
 3. **evaluation** on ``eval_split`` personas (fixed seeds): the assistant before and after its update
    against the round's adversary, and after it against the agenda user.
 
@@ -71,7 +72,8 @@ class AdversarialConfig:
     pool_size: int = 4
     """past adversaries the assistant keeps training against"""
     agenda_fraction: float = 0.5
-    """share of the assistant's training envs whose user is the agenda user"""
+    """share of the assistant's training envs whose user is the agenda user (1: a control that never meets an
+    adversary)"""
     n_envs: int = 4
     """the adversary's training envs (the assistant keeps its own run's count)"""
     split: str = "train"
@@ -90,6 +92,9 @@ class AdversarialConfig:
     """adversary cost per exchange"""
     noise: float = 0.0
     """semantic error rate of the user channel in training and evaluation (0 / 0.15 / 0.3)"""
+    assistant_reward_weights: Any = None
+    """the assistant's reward terms in training, as train sb3's --reward-weights (e.g. a larger persona_consistency
+    weight); empty: the default weights"""
     torch_threads: int = 1
     """torch threads"""
 
@@ -99,8 +104,17 @@ class AdversarialConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise AdversarialError(f"{name}: expected a positive integer, got {v!r}")
-        if not isinstance(self.agenda_fraction, int | float) or not 0.0 <= self.agenda_fraction < 1.0:
-            raise AdversarialError(f"agenda_fraction: expected a number in [0, 1), got {self.agenda_fraction!r}")
+        if (
+            isinstance(self.agenda_fraction, bool)
+            or not isinstance(self.agenda_fraction, int | float)
+            or not 0.0 <= self.agenda_fraction <= 1.0
+        ):
+            raise AdversarialError(f"agenda_fraction: expected a number in [0, 1], got {self.agenda_fraction!r}")
+        from rewards.compose import reward_specs_from_config
+
+        self.assistant_reward_weights = reward_specs_from_config(
+            self.assistant_reward_weights, "assistant_reward_weights", AdversarialError
+        )
         for name in ("split", "eval_split"):
             if getattr(self, name) not in (*SPLITS, "all"):
                 raise AdversarialError(f"{name}: expected one of {[*SPLITS, 'all']}, got {getattr(self, name)!r}")
@@ -164,11 +178,13 @@ def _assistant_envs(cfg: AdversarialConfig, pool: Sequence[Any], seed: int, n_en
     from dialog_env.envs.persona_rec import PersonaRecEnv
     from dialog_env.wrappers import RewardTermStats
 
-    # At least one env of each kind (all agenda while the pool is empty).
-    n_agenda = min(n_envs - 1, max(1, round(cfg.agenda_fraction * n_envs))) if pool else n_envs
+    # At least one env of each kind (all agenda while the pool is empty, and in the control).
+    mixed = pool and cfg.agenda_fraction < 1.0
+    n_agenda = min(n_envs - 1, max(1, round(cfg.agenda_fraction * n_envs))) if mixed else n_envs
+    weights = {"reward_weights": cfg.assistant_reward_weights} if cfg.assistant_reward_weights else {}
 
     def make(i: int) -> Any:
-        env = PersonaRecEnv(split=cfg.split, noise=cfg.noise)
+        env = PersonaRecEnv(split=cfg.split, noise=cfg.noise, **weights)
         if i >= n_agenda:
             env.user = PoolUser(env.world, pool)  # the env's user slot, played by the pool
         return Monitor(RewardTermStats(env))

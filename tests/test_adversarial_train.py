@@ -77,7 +77,10 @@ def test_a_partial_round_is_redone_on_resume_as_the_uninterrupted_run_played_it(
     ("kwargs", "field"),
     [
         ({"rounds": 0}, "rounds"),
-        ({"agenda_fraction": 1.0}, "agenda_fraction"),
+        ({"agenda_fraction": 1.5}, "agenda_fraction"),
+        ({"agenda_fraction": True}, "agenda_fraction"),
+        ({"assistant_reward_weights": {"no_such_term": 1}}, "assistant_reward_weights"),
+        ({"assistant_reward_weights": "{persona_consistency: "}, "assistant_reward_weights"),
         ({"split": "nope"}, "split"),
         ({"assistant": "/no/such/run"}, "assistant"),
         ({"noise": 1.0}, "noise"),
@@ -127,3 +130,25 @@ def test_the_channel_noise_reaches_both_sides_training_envs():
     assert adversary_side.envs[0].unwrapped.duel.core.noise == 0.15
     assistant_side = _assistant_envs(cfg, [], 0, 2)
     assert [e.unwrapped.noise for e in assistant_side.envs] == [0.15, 0.15]
+
+
+def test_the_control_never_meets_an_adversary_and_reward_weights_reach_the_assistant():
+    """agenda_fraction 1: the same schedule against the agenda user only; assistant_reward_weights: its reward."""
+    from agents.adversarial import PoolUser, _assistant_envs
+    from dialog_env.users.agenda import AgendaUser
+
+    def users(cfg, pool):
+        venv = _assistant_envs(cfg, pool, seed=0, n_envs=4)
+        envs = [e.unwrapped for e in venv.envs]
+        return [type(e.user) for e in envs], envs
+
+    pool = [object()]  # a stand-in policy: only its presence matters here
+    mixed, _ = users(AdversarialConfig(agenda_fraction=0.5), pool)
+    assert mixed.count(PoolUser) == 2 and mixed.count(AgendaUser) == 2
+    cfg = AdversarialConfig(agenda_fraction=1.0, assistant_reward_weights='{"persona_consistency": 5}')
+    cfg.validate()
+    control, envs = users(cfg, pool)
+    assert control == [AgendaUser] * 4
+    assert all(e.reward_fn.weights["persona_consistency"] == 5 for e in envs)
+    _, default_envs = users(AdversarialConfig(), pool)
+    assert default_envs[0].reward_fn.weights["persona_consistency"] == 1
