@@ -523,16 +523,8 @@ class IncrementalBatch:
             kv.append((torch.cat([zeros, layer.keys], dim=-2), torch.cat([zeros, layer.values], dim=-2)))
         return ids, mask, kv
 
-    def generate(
-        self, config: GenerationConfig | None = None, seed: int | None = None, stopping: Any = None
-    ) -> list[list[int]]:
+    def generate(self, config: GenerationConfig | None = None, seed: int | None = None) -> list[list[int]]:
         """Continue every row; the reply (up to and including its end-of-sequence token) stays in the rows.
-
-        Args:
-            config: Sampling options.
-            seed: Seeds torch's generator first.
-            stopping: An extra per-row stopping rule (a callable with the signature of a Hugging Face
-                ``StoppingCriteria``, such as :class:`ReplyBudget`); a stopped row's reply ends where it stopped.
 
         Returns:
             The new tokens of each row, as :func:`generate_from_ids` returns them.
@@ -544,11 +536,6 @@ class IncrementalBatch:
         if seed is not None:
             torch.manual_seed(seed)
         width = self.ids.shape[1]
-        extra: dict[str, Any] = {}
-        if stopping is not None:
-            from transformers import StoppingCriteriaList
-
-            extra["stopping_criteria"] = StoppingCriteriaList([stopping])
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=self.ids,
@@ -556,7 +543,6 @@ class IncrementalBatch:
                 past_key_values=self.cache,
                 pad_token_id=self.pad,
                 **_sampling_kwargs(config),
-                **extra,
             )
         completions = [_cut_at_eos(row, self.eos) for row in out[:, width:].tolist()]
         reply_mask = [[1] * len(c) + [0] * (out.shape[1] - width - len(c)) for c in completions]
@@ -635,37 +621,32 @@ class ReplyBudget:
     words, and may contain ``"?"`` only if ``may_ask``. Both only ever get worse as a reply grows (a
     longer text never has fewer words, and a ``"?"`` once written stays), so a row stopped here is one
     whose finished reply would have broken its budget too: stopping it early changes no verdict, it
-    only saves the tokens. Rows without a budget (``None``) run as usual. Other rows' tokens are the
-    same as without the rule (sampling draws over the whole batch at every step either way).
+    only saves the tokens. Rows without a budget (``None``) run as usual. In :func:`generate_replies`
+    every row samples from its own stream, so the other rows' replies are the same as without the rule.
 
     Args:
         tokenizer: Decodes the replies so far.
-        width: Columns before the replies (the batch's prompt width).
         budgets: One ``(max_words, may_ask)`` or ``None`` per row.
 
     Attributes:
         stopped: Rows this rule stopped.
     """
 
-    def __init__(self, tokenizer: Any, width: int, budgets: Sequence[tuple[int, bool] | None]) -> None:
-        self.tokenizer, self.width, self.budgets = tokenizer, width, list(budgets)
+    def __init__(self, tokenizer: Any, budgets: Sequence[tuple[int, bool] | None]) -> None:
+        self.tokenizer, self.budgets = tokenizer, list(budgets)
         self.stopped: set[int] = set()
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        """Hugging Face ``StoppingCriteria`` signature: which rows are done (a bool tensor)."""
-        import torch
-
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        rows = [r for r, b in enumerate(self.budgets) if b is not None and r not in self.stopped]
-        if rows:
-            texts = self.tokenizer.batch_decode(input_ids[rows, self.width :], skip_special_tokens=True)
-            for r, text in zip(rows, texts, strict=True):
-                max_words, may_ask = self.budgets[r]  # type: ignore[misc]
-                if len(text.split()) > max_words or (not may_ask and "?" in text):
-                    self.stopped.add(r)
-        for r in self.stopped:
-            done[r] = True
-        return done
+    def breaks(self, row: int, tokens: Sequence[int]) -> bool:
+        """Whether ``row``'s reply so far (``tokens``) already breaks its budget; a row that does is stopped."""
+        budget = self.budgets[row]
+        if budget is None or row in self.stopped:
+            return row in self.stopped
+        max_words, may_ask = budget
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if len(text.split()) > max_words or (not may_ask and "?" in text):
+            self.stopped.add(row)
+            return True
+        return False
 
 
 def generate_replies(
@@ -680,10 +661,13 @@ def generate_replies(
 ) -> list[str | None]:
     """One assistant turn per conversation, with shared prompts encoded once and budgets enforced early.
 
-    Like :func:`generate_batch`, in one ``generate`` call, but conversations that start alike (the same
-    prompt sampled several times, or one speaker's instruction and examples) have their common
-    prefix encoded once (:class:`IncrementalBatch`), and a row with a budget stops as soon as its
-    reply breaks it (:class:`ReplyBudget`).
+    Like :func:`generate_batch`, as one batch, but conversations that start alike (the same prompt
+    sampled several times, or one speaker's instruction and examples) have their common prefix
+    encoded once (:class:`IncrementalBatch`, and :class:`PrefixStore` across calls), a row with a
+    budget stops as soon as its reply breaks it (:class:`ReplyBudget`), and rows that ended leave the
+    batch instead of decoding padding until the longest reply ends. Greedy decoding gives
+    :func:`generate_batch`'s tokens; sampling draws each row from its own stream (seeded from
+    ``seed`` and the row's number), so a row's reply does not depend on when the others end.
 
     Args:
         model: A causal LM.
@@ -701,13 +685,103 @@ def generate_replies(
     if budgets is not None and len(budgets) != len(conversations):
         raise ValueError(f"budgets needs one entry per conversation ({len(conversations)}), got {len(budgets)}")
     batch = IncrementalBatch(model, tokenizer, [render_ids(tokenizer, c) for c in conversations], min_shared, store)
-    rule = ReplyBudget(tokenizer, int(batch.ids.shape[1]), budgets) if budgets is not None else None
-    completions = batch.generate(config, seed, stopping=rule)
+    rule = ReplyBudget(tokenizer, budgets) if budgets is not None else None
+    completions = _decode_dropping_finished(batch, config, seed, rule)
     stopped = rule.stopped if rule is not None else set()
     return [
         None if r in stopped else tokenizer.decode(c, skip_special_tokens=True).strip()
         for r, c in enumerate(completions)
     ]
+
+
+def _pick_tokens(logits: Any, config: GenerationConfig, generators: Sequence[Any] | None) -> Any:
+    """Next token per row: greedy, or sampled after temperature and nucleus (top-p) filtering, as ``generate`` does.
+
+    With ``generators`` (one per row) each row draws from its own stream, so its sample does not depend
+    on which other rows share the batch.
+    """
+    import torch
+
+    if not config.do_sample:
+        return logits.argmax(-1)
+    scores = logits / config.temperature
+    if config.top_p < 1.0:
+        ascending, order = scores.sort(dim=-1)
+        drop = ascending.softmax(-1).cumsum(-1) <= 1 - config.top_p
+        drop[..., -1] = False  # always keep the most likely token
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = scores.softmax(-1)
+    if generators is None:
+        return torch.multinomial(probs, 1).squeeze(1)
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)])
+
+
+def _decode_dropping_finished(
+    batch: IncrementalBatch,
+    config: GenerationConfig | None,
+    seed: int | None,
+    rule: ReplyBudget | None,
+    drop_fraction: float = 0.25,
+) -> list[list[int]]:
+    """Decode one reply per row of a fresh batch, taking finished rows out of the batch as it goes.
+
+    ``generate`` keeps a finished row in the batch (computing padding) until the longest reply ends;
+    here rows that ended (end-of-sequence, or a broken budget) leave the batch and its KV cache once
+    they are at least ``drop_fraction`` of the rows still running (each removal copies the cache).
+    Sampling is ``generate``'s (temperature, then top-p; greedy gives the same tokens); each row draws
+    from its own generator, seeded from ``seed`` and its row number, so a row's reply does not depend
+    on when the others end (up to float rounding). The batch is used up.
+
+    Returns:
+        Each row's new tokens, up to and including its end-of-sequence token (or where its budget broke).
+    """
+    import torch
+
+    config = config or GenerationConfig()
+    config.validate()
+    batch._encode_all_but_last()
+    rows = list(range(len(batch)))
+    generators = None
+    if config.do_sample:
+        base = seed if seed is not None else int(torch.randint(2**62, ()).item())
+        generators = [torch.Generator(device=batch.ids.device) for _ in rows]
+        for r, g in enumerate(generators):
+            g.manual_seed((base * 1_000_003 + r) % 2**63)
+    replies: list[list[int]] = [[] for _ in rows]
+    ended: set[int] = set()  # positions (in ``rows``) of rows that ended but are still in the batch
+    last = batch.ids[:, -1:]
+    mask = batch.mask
+    positions = mask.sum(-1, keepdim=True) - 1
+    for _ in range(config.max_new_tokens):
+        with torch.inference_mode():
+            logits = batch.model(
+                input_ids=last,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=batch.cache,
+                use_cache=True,
+            ).logits[:, -1, :]
+        tokens = _pick_tokens(logits.float(), config, generators)
+        for j, (r, t) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if j in ended:
+                continue
+            replies[r].append(t)
+            if t in batch.eos or (rule is not None and rule.breaks(r, replies[r])):
+                ended.add(j)
+        if len(ended) == len(rows):
+            break
+        last = tokens[:, None]
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        positions = positions + 1
+        if len(ended) >= max(1, drop_fraction * len(rows)):
+            keep = [j for j in range(len(rows)) if j not in ended]
+            index = torch.tensor(keep, dtype=torch.long, device=last.device)
+            batch.cache.batch_select_indices(index)
+            last, mask, positions = last[index], mask[index], positions[index]
+            rows, ended = [rows[j] for j in keep], set()
+            if generators is not None:
+                generators = [generators[j] for j in keep]
+    return replies
 
 
 def _cat_range(head: Any, start: int, length: int) -> Any:
