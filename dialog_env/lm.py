@@ -357,11 +357,17 @@ class IncrementalBatch:
         self.model, self.pad, self.eos = model, pad, eos
         self.min_shared = min_shared
         dev = model.device
-        groups = _prefix_groups(sequences, min_shared) if min_shared > 0 else []
         if min_shared > 0 and getattr(self, "store", None) is not None:
-            # With a store, a row that shares its prompt with no other row may still start from an earlier one.
-            grouped = {r for rows, _ in groups for r in rows}
-            groups += [([r], len(s) - 1) for r, s in enumerate(sequences) if r not in grouped and len(s) > min_shared]
+            # With a store, each distinct prompt is a group of its own and is stored: prompts that share a
+            # start share it through the store (a later group starts from an earlier one's entry), and each
+            # speaker's whole opening is kept for the next batch.
+            same: dict[tuple[int, ...], list[int]] = {}
+            for r, s in enumerate(sequences):
+                if len(s) > min_shared:
+                    same.setdefault(tuple(s[:-1]), []).append(r)
+            groups = [(rows, len(key)) for key, rows in same.items()]
+        else:
+            groups = _prefix_groups(sequences, min_shared) if min_shared > 0 else []
         shared = [0] * len(sequences)
         for rows, length in groups:
             for r in rows:
@@ -558,9 +564,10 @@ class PrefixStore:
     and worked examples, before each new message) has that opening encoded once. A lookup finds the
     stored prefix that shares the most leading tokens with a new prompt; the cache of a causal LM over
     the first ``n`` tokens depends on those tokens only, so that many positions are reused exactly (up
-    to float rounding) and only the rest is encoded. When a stored prompt is reused in part, the entry is
-    cut to the part that recurred (the opening), so each speaker keeps one entry, the least recently
-    used leaving first.
+    to float rounding) and only the rest is encoded. When most of a new prompt comes from an entry, the
+    entry is cut to the part that recurred (the opening); a prompt that shares only a short start with
+    an entry (another speaker's) is stored as an entry of its own. So each speaker keeps one entry, the
+    least recently used leaving first.
 
     Only valid while the model's weights stay the same: never share one with a model being trained.
 
@@ -600,12 +607,13 @@ class PrefixStore:
     ) -> None:
         """Record an encoded prefix ``tokens`` (``kv``: its cache) that reused ``start`` tokens of ``reused``.
 
-        A prompt that reused nothing is stored whole; one that reused part of an entry cuts that entry to
-        the recurring part (a prompt that reused an entry whole changes nothing).
+        A prompt that reused at least half of itself from an entry (the same speaker's opening) cuts that
+        entry to the recurring part, or leaves it as it is if it reused all of it. Any other prompt (one
+        that reused nothing, or only a short start it shares with another speaker's) is stored whole.
         """
         self.reused_tokens += start
         self.encoded_tokens += len(tokens) - start
-        if reused is None:
+        if reused is None or 2 * start < len(tokens):
             self._entries[tokens] = [(k.clone(), v.clone()) for k, v in kv]
         elif start < len(reused):
             old = self._entries.pop(reused)

@@ -230,3 +230,26 @@ def test_a_prefix_store_reuses_each_speakers_opening_and_changes_no_reply(tiny):
     assert len(small) == 2  # the least recently used speaker left
     with pytest.raises(ValueError, match="max_entries must be positive"):
         PrefixStore(max_entries=0)
+
+
+def test_speakers_who_share_a_long_start_keep_an_entry_each(tiny):
+    """A prompt that shares only its start with another speaker's is stored whole, not merged into theirs."""
+    from dialog_env.lm import PrefixStore, generate_replies
+
+    model, tok = tiny
+    cfg = GenerationConfig(max_new_tokens=4)
+    start = "Catalog: Blue Note Jazz Night. " * 4  # shared by both speakers, longer than min_shared
+
+    def prompts(turn):
+        return [
+            [{"role": "system", "content": start + f"{fact} " * 8}, {"role": "user", "content": "Hi! " * (turn + 1)}]
+            for fact in ("I have a dog.", "I love jazz.")
+        ]
+
+    store = PrefixStore()
+    generate_replies(model, tok, prompts(0), cfg, store=store)
+    assert len(store) == 2
+    encoded = store.encoded_tokens
+    generate_replies(model, tok, prompts(1), cfg, store=store)
+    assert len(store) == 2
+    assert store.encoded_tokens - encoded < 0.2 * encoded  # the second turn encodes little beyond its message
