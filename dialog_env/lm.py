@@ -682,7 +682,7 @@ def generate_replies(
         tokenizer: Its tokenizer (see :func:`prepare_tokenizer`).
         conversations: Chat messages per row, ending with a user turn.
         config: Sampling options.
-        seed: Seeds torch's generator first.
+        seed: Seeds every row's sampling stream (with the row's number); ``None``: a random seed.
         budgets: ``(max_words, may_ask)`` or ``None`` per row (``None``: no budgets).
         min_shared: Shortest common prefix worth encoding once.
         store: Prefixes encoded by earlier calls (:class:`PrefixStore`; frozen models only).
