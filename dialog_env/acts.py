@@ -27,8 +27,9 @@ NEGATE = "negate"  # negate(slot, value): followed by the correcting inform
 REJECT = "reject"  # reject(value=item id): followed by the reason (inform or request), if any
 ACCEPT = "accept"  # accept(value=item id)
 REPEAT = "repeat"  # repeat(slot) + inform: "I already told you"; repeat(value=item): "I already said no"
+CHALLENGE = "challenge"  # challenge(slot): "Do you remember what I told you about my diet?"
 
-USER_INTENTS = (REQUEST, INFORM, DECLINE, AFFIRM, NEGATE, REJECT, ACCEPT, REPEAT, CHITCHAT, BYE)
+USER_INTENTS = (REQUEST, INFORM, DECLINE, AFFIRM, NEGATE, REJECT, ACCEPT, REPEAT, CHITCHAT, BYE, CHALLENGE)
 AGENT_INTENTS = (ASK, CONFIRM, INFORM, RECOMMEND, CHITCHAT, BYE, NONE)
 
 

@@ -29,6 +29,11 @@ _NEGATIVE = re.compile(r"\b(?:no|not|nope|won't|isn't|doesn't|don't|never|sorry)
 _POSITIVE = re.compile(r"\b(?:perfect|great|love it|sounds good|i'll go with|it is|thank you|thanks)\b")
 _AFFIRM = re.compile(r"^(?:yes|yeah|yep|exactly|correct|right|that's right|indeed)\b")
 _NEGATE = re.compile(r"^(?:no|nope|not quite|actually|wrong)\b")
+# "Do you remember what I told you about my diet?": the user asks the agent to restate a fact.
+_CHALLENGE = re.compile(
+    r"\b(?:remember what i (?:told you|said)|what did i (?:say|tell you)|what do you know about my|"
+    r"what i (?:told you|said) about my)\b"
+)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-", "\u2013": "-"})
 
@@ -198,6 +203,7 @@ class _Sentence:
 
     mentions: tuple[Mention, ...]
     decline_slots: tuple[str, ...] | None  # None: not a refusal; () refusal naming no slot
+    challenge_slots: tuple[str, ...]  # slots the user asks the agent to restate
     negative: bool
     positive: bool
     affirm_start: bool
@@ -221,9 +227,11 @@ class UserNLU(_MemoisedParser):
 
     def _analyze_sentence(self, sent: str) -> _Sentence:
         declined = tuple(self.lexicon.keyword_slots(sent)) if _DECLINE.search(sent) else None
+        challenged = tuple(self.lexicon.keyword_slots(sent)) if _CHALLENGE.search(sent) else ()
         return _Sentence(
             mentions=tuple(self.lexicon.mentions(sent)),
             decline_slots=declined,
+            challenge_slots=challenged,
             negative=_NEGATIVE.search(sent) is not None,
             positive=_POSITIVE.search(sent) is not None,
             affirm_start=_AFFIRM.match(sent) is not None,
@@ -266,6 +274,9 @@ class UserNLU(_MemoisedParser):
                 answered = {a.slot for a in acts if a.intent in (A.INFORM, A.DECLINE)}
                 unanswered = [s for s in asked if s not in answered][:1] or list(asked[:1])
                 acts.extend(DialogueAct(A.DECLINE, s) for s in (sent.decline_slots or unanswered))
+                continue
+            if sent.challenge_slots:
+                acts.extend(DialogueAct(A.CHALLENGE, s) for s in sent.challenge_slots)
                 continue
             has_item = False
             for m in sent.mentions:

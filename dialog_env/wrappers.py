@@ -50,6 +50,16 @@ class BeliefEncoder:
         self._in_category = {c.id: (w.item_category == c.index).astype(np.float32) for c in w.categories}
         self._catalog_version = -1
 
+    def intent_index(self, intent: str) -> int:
+        """Where the user-intent flag ``intent`` (one of ``dialog_env.acts.USER_INTENTS``) sits in the vector.
+
+        Raises:
+            ValueError: ``intent`` is not a user intent.
+        """
+        if intent not in self._intent_index:
+            raise ValueError(f"intent: expected one of {list(A.USER_INTENTS)}, got {intent!r}")
+        return self._tail_at + self._intent_index[intent]
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the views of the tracker's arrays (pickle would copy them apart)."""
         return {**self.__dict__, "_tracker_parts": None}

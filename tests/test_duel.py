@@ -201,3 +201,22 @@ def test_random_user_policy_is_seeded_and_truthful():
     mask = np.zeros(user.table.size, dtype=bool)
     mask[[1, 5, 9]] = True
     assert [p(None, mask) for _ in range(10)] == [q(None, mask) for _ in range(10)]
+
+
+def test_the_assistant_sees_a_challenge_with_its_slot_in_its_observation():
+    """A challenge ("what did I say about my diet?") reaches the assistant's view as its own intent."""
+    env = PersonaRecDuelEnv(split="test")
+    env.reset(seed=4)
+    core = env.core
+    bit = core.encoder.intent_index(A.CHALLENGE)
+    with pytest.raises(ValueError, match="intent"):
+        core.encoder.intent_index("ask")  # an agent intent
+    ask = core.act_table.ask("diet")
+    env.step({ASSISTANT: ask, USER: UserActTable.WAIT})
+    obs, *_ = env.step({ASSISTANT: env.assistant_wait, USER: UserActTable.ANSWER})
+    assert obs[ASSISTANT]["observation"][bit] == 0.0
+    env.step({ASSISTANT: core.act_table.chitchat, USER: UserActTable.WAIT})
+    challenge = env.user_table.challenge_start + core.world.slot_names.index("diet")
+    obs, *_ = env.step({ASSISTANT: env.assistant_wait, USER: challenge})
+    assert obs[ASSISTANT]["observation"][bit] == 1.0
+    assert core.tracker.last_user_acts == (A.DialogueAct(A.CHALLENGE, "diet"),)

@@ -189,7 +189,8 @@ def test_normalize_and_tokens():
 # -- user side ----------------------------------------------------------------------------------
 
 # Informative user intents: what the tracker must recover (chitchat/repeat are not).
-INFORMATIVE = {A.REQUEST, A.INFORM, A.DECLINE, A.AFFIRM, A.NEGATE, A.REJECT, A.ACCEPT, A.BYE}
+# CHALLENGE included: no round trip of the agenda user's words may read as a challenge.
+INFORMATIVE = {A.REQUEST, A.INFORM, A.DECLINE, A.AFFIRM, A.NEGATE, A.REJECT, A.ACCEPT, A.BYE, A.CHALLENGE}
 
 
 def informative(parsed):
@@ -359,6 +360,18 @@ def test_user_nlu_short_answers_need_context(user_nlu):
     rejected = Act(A.REJECT, None, "weeknight_cookbook")
     assert informative(user_nlu.parse("No, sorry.", (), None, "weeknight_cookbook")) == {rejected}
     assert user_nlu.parse("Hmm.") == (CHITCHAT,)
+
+
+def test_user_nlu_reads_a_challenge_as_its_slot(world, user_nlu):
+    from dialog_env.users.adversarial import CHALLENGE_TEMPLATES
+
+    for slot in world.slot.values():
+        for template in CHALLENGE_TEMPLATES:
+            text = template.format(noun=slot.noun)
+            assert user_nlu.parse(text) == (Act(A.CHALLENGE, slot.name),), text
+    # A reminder that states the fact is an inform, and a question about nothing known is small talk.
+    assert informative(user_nlu.parse("I already told you, I'm vegan.")) == {inform("diet", "vegan")}
+    assert user_nlu.parse("What did you say?") == (CHITCHAT,)
 
 
 def test_user_nlu_hand_written(user_nlu):

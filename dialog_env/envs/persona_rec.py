@@ -43,10 +43,11 @@ class PersonaRecEnv(PersonaRecCore):
 
     ## Observation Space
 
-    `Box(0, 1, (D,), float32)` (D = 354 in the default world), in this order: the tracker's belief
+    `Box(0, 1, (D,), float32)` (D = 355 in the default world), in this order: the tracker's belief
     over every slot value; per-slot flags informed / asked / declined / confirmed; per-item flags
     recommended / rejected; the goal category (one-hot, as the tracker heard it); the turn as a
-    fraction of `max_turns`; the intents of the user's last turn as understood (multi-hot); per-item
+    fraction of `max_turns`; the intents of the user's last turn as understood (multi-hot over
+    `dialog_env.acts.USER_INTENTS`; `challenge`: the user asks the agent to restate a fact); per-item
     catalog features from the informed slots' beliefs (expected known violations, expected known
     appeal, in the goal category), like a database pointer. It is built only from what the agent
     heard (see `dialog_env.wrappers.BeliefEncoder`).

@@ -38,7 +38,7 @@ class PersonaRecSessionsEnv(gym.Env):
     memory a memory-carrying policy can use and nothing more:
 
     - act mode (`mode="act"`): `PersonaRec-v0`'s belief vector of the current session followed by a
-      one-hot session index (`Box(0, 1, (354 + sessions,))`); a recurrent policy (RL²) keeps the
+      one-hot session index (`Box(0, 1, (355 + sessions,))`); a recurrent policy (RL²) keeps the
       rest in its state, since the episode runs through all sessions;
     - text mode (`mode="text"`): the transcripts of the earlier sessions, then the current one, each
       opened by `=== Session k ===` (`TranscriptSpace`, cut from the front to

@@ -42,8 +42,9 @@ from dialog_env.world import World
 if TYPE_CHECKING:
     from dialog_env.judge import Judge
 
-CHALLENGE = "challenge"
-"""User intent ``challenge(slot)``: "Do you remember what I told you about my <slot>?"."""
+CHALLENGE = A.CHALLENGE
+"""User intent ``challenge(slot)``: "Do you remember what I told you about my <slot>?" (the agent's
+NLU reads it, so an agent sees when it is asked to restate a fact)."""
 ASK_BACK = "ask_back"
 """User intent ``ask_back``: the user asks the agent a question instead of answering."""
 
