@@ -220,3 +220,29 @@ def test_the_assistant_sees_a_challenge_with_its_slot_in_its_observation():
     obs, *_ = env.step({ASSISTANT: env.assistant_wait, USER: challenge})
     assert obs[ASSISTANT]["observation"][bit] == 1.0
     assert core.tracker.last_user_acts == (A.DialogueAct(A.CHALLENGE, "diet"),)
+
+
+def test_contradiction_acts_script_counts_the_contradictions_the_evaluation_counts(tmp_path):
+    """scripts/contradiction_acts.py: every agent turn counted once, its contradicting turns the same as eval's."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from agents.base import make_agent
+    from dialog_env.evaluation import evaluate
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "contradiction_acts.py"
+    spec = importlib.util.spec_from_file_location("contradiction_acts", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "counts.json"
+    (row,) = script.main(["--agent", "random", "--noise", "0.3", "--episodes", "12", "--out", str(out)])
+    assert json.loads(out.read_text()) == [row]
+    records = evaluate(lambda: make_agent("random"), episodes=12, env_kwargs={"noise": 0.3})
+    assert row["agent_turns"] == sum(r.turns for r in records) == sum(row["turns_by_intent"].values())
+    bad = sum(round(r.contradiction_rate * r.turns) for r in records)
+    assert bad > 0  # the random agent at noise 0.3 contradicts: the check can fail
+    assert sum(row["contradicting_turns_by_intent"].values()) == bad
+    assert sum(row["contradicting_turns_by_user_turn_before"].values()) == bad
+    with pytest.raises(SystemExit):
+        script.main(["--agent", "random", "--episodes", "0"])
