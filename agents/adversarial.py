@@ -68,7 +68,8 @@ class AdversarialConfig:
     adversary_steps: int = 50_000
     """user-side environment steps per round"""
     assistant_steps: int = 50_000
-    """assistant-side environment steps per round"""
+    """assistant-side environment steps per round (0: attack only, the assistant stays frozen and each
+    round's adversary is a best response to it)"""
     pool_size: int = 4
     """past adversaries the assistant keeps training against"""
     agenda_fraction: float = 0.5
@@ -101,9 +102,12 @@ class AdversarialConfig:
     def validate(self) -> None:
         """Raise :class:`AdversarialError` naming the bad field and what is allowed."""
         for name in ("rounds", "adversary_steps", "assistant_steps", "pool_size", "n_envs", "eval_episodes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise AdversarialError(f"{name}: expected a positive integer, got {v!r}")
+            v, least = getattr(self, name), 0 if name == "assistant_steps" else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                what = "a non-negative integer (0: attack only)" if least == 0 else "a positive integer"
+                raise AdversarialError(f"{name}: expected {what}, got {v!r}")
+        if self.assistant_steps == 0 and not self.assistant:
+            raise AdversarialError("assistant: attack only (assistant_steps 0) needs a trained assistant to attack")
         if (
             isinstance(self.agenda_fraction, bool)
             or not isinstance(self.agenda_fraction, int | float)
@@ -334,20 +338,21 @@ def train_adversarial(
             adv_spec = f"adv:{folder / 'adversary.zip'}"
             before = _evaluate(assistant, cfg, adv_spec)
             pool = [*pool, MaskablePPO.load(folder / "adversary.zip", device="cpu")][-cfg.pool_size :]
-            # 2. The assistant against the agenda user and the pool.
-            venv = _assistant_envs(cfg, pool, seed + 1, assistant.n_envs)  # the assistant keeps its own env count
-            assistant.set_env(venv)
-            assistant.set_random_seed(seed + 1)
-            assistant.learn(cfg.assistant_steps, callback=stop, reset_num_timesteps=False, tb_log_name="assistant")
-            venv.close()
-            if STOP:
-                raise TrainingInterrupted(run, resume_cmd)
+            # 2. The assistant against the agenda user and the pool (attack only: it stays frozen).
+            if cfg.assistant_steps:
+                venv = _assistant_envs(cfg, pool, seed + 1, assistant.n_envs)  # it keeps its own env count
+                assistant.set_env(venv)
+                assistant.set_random_seed(seed + 1)
+                assistant.learn(cfg.assistant_steps, callback=stop, reset_num_timesteps=False, tb_log_name="assistant")
+                venv.close()
+                if STOP:
+                    raise TrainingInterrupted(run, resume_cmd)
             atomic_save_model(assistant, folder / "assistant.zip")
             # 3. Evaluate, then make the round count.
             row = {
                 "round": k,
                 "before_vs_adversary": before,
-                "after_vs_adversary": _evaluate(assistant, cfg, adv_spec),
+                "after_vs_adversary": _evaluate(assistant, cfg, adv_spec) if cfg.assistant_steps else before,
                 "after_vs_agenda": _evaluate(assistant, cfg, "agenda"),
                 "assistant_timesteps": int(assistant.num_timesteps),
                 "adversary_timesteps": int(adversary.num_timesteps),

@@ -73,6 +73,26 @@ def test_a_partial_round_is_redone_on_resume_as_the_uninterrupted_run_played_it(
     assert rounds == json.loads((reference / "metrics.json").read_text())["rounds"]
 
 
+def test_attack_only_trains_best_responses_to_a_frozen_assistant(tmp_path):
+    """assistant_steps 0: every round's adversary trains against the same, unchanged assistant."""
+    from agents.sb3.policy import load_model
+
+    small = {"adversary_steps": 256, "eval_episodes": 3, "n_envs": 2}
+    start = train_adversarial(AdversarialConfig(rounds=1, assistant_steps=256, **small), tmp_path / "start")
+    given = start / "final_model.zip"
+    run = train_adversarial(
+        AdversarialConfig(assistant=str(given), rounds=2, assistant_steps=0, **small), tmp_path / "a"
+    )
+    got, want = load_model(run / "final_model.zip", "maskable_ppo"), load_model(given, "maskable_ppo")
+    assert got.num_timesteps == want.num_timesteps
+    a, b = got.policy.state_dict(), want.policy.state_dict()
+    assert all((a[k] == b[k]).all() for k in a)
+    rounds = json.loads((run / "metrics.json").read_text())["rounds"]
+    first, second = (r["adversary_timesteps"] for r in rounds[1:])
+    assert 0 < first < second  # the adversary trained on in round 2 (SB3 rounds steps up to whole rollouts)
+    assert all(r["after_vs_adversary"] == r["before_vs_adversary"] for r in rounds[1:])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -84,6 +104,8 @@ def test_a_partial_round_is_redone_on_resume_as_the_uninterrupted_run_played_it(
         ({"split": "nope"}, "split"),
         ({"assistant": "/no/such/run"}, "assistant"),
         ({"noise": 1.0}, "noise"),
+        ({"assistant_steps": -1}, "assistant_steps"),
+        ({"assistant_steps": 0}, "assistant"),  # attack only needs an assistant to attack
     ],
 )
 def test_bad_arguments_name_the_field(tmp_path, kwargs, field):
