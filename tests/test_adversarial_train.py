@@ -174,3 +174,35 @@ def test_the_control_never_meets_an_adversary_and_reward_weights_reach_the_assis
     assert all(e.reward_fn.weights["persona_consistency"] == 5 for e in envs)
     _, default_envs = users(AdversarialConfig(), pool)
     assert default_envs[0].reward_fn.weights["persona_consistency"] == 1
+
+
+def test_harden_table_pairs_the_shared_users_and_pools_the_seeds(tmp_path):
+    """scripts/harden_table.py on eval folders with known records: paired, unpaired and pooled figures."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("harden_table", ROOT / "scripts" / "harden_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    success = {"fixed": [0, 0, 1, 1], "control": [0, 1, 0, 1], "hardened": [1, 1, 1, 1]}
+    folders = []
+    for k in range(2):
+        for user in script.USERS:
+            cell = tmp_path / f"s{k}" / user
+            cell.mkdir(parents=True)
+            rows = [
+                {"agent": a, "seed": i, "success": v, "contradiction_rate": 0.1 if a == "control" else 0.0}
+                for a, vs in success.items()
+                for i, v in enumerate(vs)
+            ]
+            (cell / "episodes.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        folders.append(tmp_path / f"s{k}")
+    t = script.main([str(f) for f in folders] + ["--out", str(tmp_path / "t.json")])
+    assert json.loads((tmp_path / "t.json").read_text())["shared_paired"] == t["shared_paired"]
+    assert t["shared_paired"]["agenda"]["success"]["mean"] == pytest.approx(0.5)
+    assert t["shared_paired"]["agenda"]["success"]["n"] == 8  # two seeds of four dialogues, paired
+    assert t["shared_paired"]["agenda"]["contradiction_rate"]["mean"] == pytest.approx(-0.1)
+    assert t["own_attack"]["fixed"]["success"]["mean"] == pytest.approx(0.5)
+    assert t["own_attack_hardened-control"]["success"]["mean"] == pytest.approx(0.5)
+    (tmp_path / "s1" / "r1" / "episodes.jsonl").write_text(json.dumps({"agent": "fixed", "seed": 0, "success": 1}))
+    with pytest.raises(SystemExit):
+        script.main([str(f) for f in folders])  # agents missing: a clear error, not a KeyError

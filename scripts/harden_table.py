@@ -1,0 +1,148 @@
+"""The hardening table: hardened vs same-steps control assistants, per training seed and pooled.
+
+    python scripts/harden_table.py runs/eval2k_h5_s0 runs/eval2k_h5_s1 runs/eval2k_h5_s2 --out runs/harden_table.json
+
+Each folder is one training seed's evaluation: sub-folders ``agenda``, ``r1`` (the first adversary,
+trained against the starting assistant), ``br_control`` and ``br_hardened`` (a best-response adversary
+trained against each final assistant: ``train adversarial --assistant-steps 0``), each written by
+``dialog-env eval --agents fixed=... control=... hardened=... --out <folder>/<user>`` on the same
+dialogue seeds. Printed (markdown) and written (``--out``, JSON):
+
+1. per seed and user: success and contradiction rate of every agent, and hardened − control paired
+   over the same dialogues;
+2. pooled over the seeds: each assistant under its *own* attack (fixed: ``r1``, control:
+   ``br_control``, hardened: ``br_hardened``; different users, so the difference is unpaired), and
+   hardened − control against the agenda user and under each shared attack, paired over (seed,
+   dialogue).
+
+Means with 95% CI half-widths over dialogues (normal approximation); the pooled CIs count every
+(seed, dialogue) as one sample, so they cover the dialogue sampling, not the training seeds' spread —
+the per-seed rows show that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+USERS = ("agenda", "r1", "br_control", "br_hardened")
+AGENTS = ("fixed", "control", "hardened")
+OWN = {"fixed": "r1", "control": "br_control", "hardened": "br_hardened"}
+METRICS = ("success", "contradiction_rate")
+
+
+def load(folder: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``agent -> dialogue seed -> record`` from an eval folder's ``episodes.jsonl``."""
+    path = folder / "episodes.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (write it with dialog-env eval --out {folder})")
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        out[r["agent"]][r["seed"]] = r
+    missing = [a for a in AGENTS if a not in out]
+    if missing:
+        raise ValueError(
+            f"{path}: agents {missing} missing; evaluate with --agents {' '.join(a + '=...' for a in AGENTS)}"
+        )
+    return out
+
+
+def _ci(values: list[float]) -> dict[str, float]:
+    from dialog_env.evaluation import mean_ci
+
+    m, c = mean_ci(values)
+    return {"mean": m, "ci95": c, "n": len(values)}
+
+
+def _paired(cells: list[dict[str, dict[int, dict[str, Any]]]], a: str, b: str, metric: str) -> dict[str, float]:
+    return _ci([float(c[a][s][metric]) - float(c[b][s][metric]) for c in cells for s in sorted(c[a])])
+
+
+def table(folders: list[Path]) -> dict[str, Any]:
+    """The per-seed and pooled figures."""
+    seeds = [{u: load(f / u) for u in USERS} for f in folders]
+    per_seed = []
+    for folder, cells in zip(folders, seeds, strict=True):
+        rows = {}
+        for u in USERS:
+            c = cells[u]
+            rows[u] = {
+                **{a: {m: _ci([float(r[m]) for r in c[a].values()]) for m in METRICS} for a in AGENTS},
+                "hardened-control": {m: _paired([c], "hardened", "control", m) for m in METRICS},
+            }
+        per_seed.append({"folder": str(folder), "users": rows})
+    own = {
+        a: {m: _ci([float(r[m]) for cells in seeds for r in cells[OWN[a]][a].values()]) for m in METRICS}
+        for a in AGENTS
+    }
+    unpaired = {
+        m: {
+            "mean": own["hardened"][m]["mean"] - own["control"][m]["mean"],
+            "ci95": math.hypot(own["hardened"][m]["ci95"], own["control"][m]["ci95"]),
+        }
+        for m in METRICS
+    }
+    shared = {u: {m: _paired([cells[u] for cells in seeds], "hardened", "control", m) for m in METRICS} for u in USERS}
+    return {"per_seed": per_seed, "own_attack": own, "own_attack_hardened-control": unpaired, "shared_paired": shared}
+
+
+def _f(d: dict[str, float], sign: bool = False) -> str:
+    return f"{d['mean']:+.3f} ± {d['ci95']:.3f}" if sign else f"{d['mean']:.3f} ± {d['ci95']:.3f}"
+
+
+def _pair(d: dict[str, dict[str, float]]) -> str:
+    return f"{_f(d['success'], True)} | {_f(d['contradiction_rate'], True)}"
+
+
+def markdown(t: dict[str, Any]) -> str:
+    """The figures as markdown tables."""
+    lines = [
+        "| seed | user | fixed: success / contradiction | control | hardened | hardened − control, paired |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, s in enumerate(t["per_seed"]):
+        for u in USERS:
+            r = s["users"][u]
+            cells = [f"{_f(r[a]['success'])} / {_f(r[a]['contradiction_rate'])}" for a in AGENTS]
+            d = _pair(r["hardened-control"]).replace(" | ", " / ")
+            lines.append(f"| {k} | {u} | " + " | ".join(cells) + f" | {d} |")
+    lines += ["", "| pooled over seeds | success | contradiction rate |", "|---|---|---|"]
+    for a in AGENTS:
+        o = t["own_attack"][a]
+        lines.append(f"| {a} under its own attack ({OWN[a]}) | {_f(o['success'])} | {_f(o['contradiction_rate'])} |")
+    lines.append(
+        f"| hardened − control, each under its own attack (unpaired) | {_pair(t['own_attack_hardened-control'])} |"
+    )
+    for u in USERS:
+        lines.append(f"| hardened − control against {u} (paired) | {_pair(t['shared_paired'][u])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: eval folders, one per training seed; ``--out`` writes the JSON (atomically)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folders", nargs="+", type=Path, help="one eval folder per training seed")
+    p.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
+    args = p.parse_args(argv)
+    try:
+        t = table(args.folders)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    print(markdown(t))
+    if args.out is not None:
+        from dialog_env.io import atomic_write_json
+
+        atomic_write_json(args.out, t)
+    return t
+
+
+if __name__ == "__main__":
+    main()
