@@ -83,3 +83,23 @@ def test_atomic_model_save_keeps_the_old_folder_until_the_new_one_is_in(tmp_path
     save_pretrained_atomic(_Saver("new"), _Saver("tok", "tokenizer.txt"), folder)
     assert (folder / "weights.txt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final_model"]  # no leftovers
+
+
+def test_an_sb3_model_trained_on_another_observation_width_gets_a_clear_error():
+    """A model saved before the observation gained the challenge intent (354 wide) is refused by name."""
+    import gymnasium as gym
+    import numpy as np
+    from stable_baselines3 import PPO
+
+    from agents.sb3.policy import SB3Agent
+
+    class Narrow(gym.Env):
+        observation_space = gym.spaces.Box(0.0, 1.0, (354,), np.float32)
+        action_space = gym.spaces.Discrete(70)
+
+    agent = SB3Agent(PPO("MlpPolicy", Narrow(), n_steps=8, batch_size=8, device="cpu"))
+    env = gym.make("dialog_env/PersonaRec-v0", split="test")
+    obs, info = env.reset(seed=0)
+    agent.reset(env, seed=0)
+    with pytest.raises(ValueError, match=r"trained on observations of shape \(354,\), this env gives \(355,\)"):
+        agent.act(obs, info)

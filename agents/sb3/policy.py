@@ -57,6 +57,13 @@ class SB3Agent:
             obs = np.concatenate(
                 [np.asarray(obs, dtype=np.float32).ravel(), self.core.action_masks().astype(np.float32)]
             )
+        want = self.model.observation_space.shape
+        if want is not None and np.shape(obs) != want:
+            raise ValueError(
+                f"sb3 model: trained on observations of shape {want}, this env gives {np.shape(obs)}; it was trained "
+                "on another env or world (models from before the observation gained the `challenge` user intent "
+                "have 354 values where PersonaRec-v0 now has 355): train it again on this env"
+            )
         kwargs = {}
         if self.masked:
             kwargs["action_masks"] = self.core.action_masks() if self.text_mode else info["action_mask"]
