@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def publish(out: Path, run: str) -> None:
 def writer(out: str, name: str, times: int) -> None:
     for k in range(times):
         publish(Path(out), f"{name}-{k}")
+        time.sleep(0.005)  # let the reader run between publishes on a loaded machine (else it may see only the last)
 
 
 def snapshot(out: Path) -> set[str] | None:
