@@ -38,51 +38,58 @@ OWN = {"fixed": "r1", "control": "br_control", "hardened": "br_hardened"}
 METRICS = ("success", "contradiction_rate")
 
 
-def load(folder: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """``agent -> dialogue seed -> record`` from an eval folder's ``episodes.jsonl``."""
+def load(folder: Path) -> dict[str, list[Any]]:
+    """``agent -> its records in seed order`` from an eval folder's ``episodes.jsonl``."""
+    from dialog_env.evaluation import record_from_json
+
     path = folder / "episodes.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (write it with dialog-env eval --out {folder})")
-    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        out[r["agent"]][r["seed"]] = r
+    out: dict[str, list[Any]] = defaultdict(list)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        out[d["agent"]].append(record_from_json(d))
     missing = [a for a in AGENTS if a not in out]
     if missing:
         raise ValueError(
             f"{path}: agents {missing} missing; evaluate with --agents {' '.join(a + '=...' for a in AGENTS)}"
         )
-    return out
+    return {a: sorted(rs, key=lambda r: r.seed) for a, rs in out.items()}
 
 
-def _ci(values: list[float]) -> dict[str, float]:
-    from dialog_env.evaluation import mean_ci
+def _summary(records: list[Any]) -> dict[str, dict[str, float]]:
+    from dialog_env.evaluation import summarize
 
-    m, c = mean_ci(values)
-    return {"mean": m, "ci95": c, "n": len(values)}
+    s = summarize(records)
+    return {m: {**s[m], "n": len(records)} for m in METRICS}
 
 
-def _paired(cells: list[dict[str, dict[int, dict[str, Any]]]], a: str, b: str, metric: str) -> dict[str, float]:
-    return _ci([float(c[a][s][metric]) - float(c[b][s][metric]) for c in cells for s in sorted(c[a])])
+def _paired(cells: list[dict[str, list[Any]]], a: str, b: str) -> dict[str, dict[str, float]]:
+    """``a - b`` over the same dialogues of every cell (seeds pooled: the cells' records concatenated)."""
+    from dialog_env.evaluation import paired_difference
+
+    first, second = [r for c in cells for r in c[a]], [r for c in cells for r in c[b]]
+    d = paired_difference(first, second)
+    return {m: {**d[m], "n": len(first)} for m in METRICS}
 
 
 def table(folders: list[Path]) -> dict[str, Any]:
     """The per-seed and pooled figures."""
     seeds = [{u: load(f / u) for u in USERS} for f in folders]
-    per_seed = []
-    for folder, cells in zip(folders, seeds, strict=True):
-        rows = {}
-        for u in USERS:
-            c = cells[u]
-            rows[u] = {
-                **{a: {m: _ci([float(r[m]) for r in c[a].values()]) for m in METRICS} for a in AGENTS},
-                "hardened-control": {m: _paired([c], "hardened", "control", m) for m in METRICS},
-            }
-        per_seed.append({"folder": str(folder), "users": rows})
-    own = {
-        a: {m: _ci([float(r[m]) for cells in seeds for r in cells[OWN[a]][a].values()]) for m in METRICS}
-        for a in AGENTS
-    }
+    per_seed = [
+        {
+            "folder": str(folder),
+            "users": {
+                u: {
+                    **{a: _summary(cells[u][a]) for a in AGENTS},
+                    "hardened-control": _paired([cells[u]], "hardened", "control"),
+                }
+                for u in USERS
+            },
+        }
+        for folder, cells in zip(folders, seeds, strict=True)
+    ]
+    own = {a: _summary([r for cells in seeds for r in cells[OWN[a]][a]]) for a in AGENTS}
     unpaired = {
         m: {
             "mean": own["hardened"][m]["mean"] - own["control"][m]["mean"],
@@ -90,7 +97,7 @@ def table(folders: list[Path]) -> dict[str, Any]:
         }
         for m in METRICS
     }
-    shared = {u: {m: _paired([cells[u] for cells in seeds], "hardened", "control", m) for m in METRICS} for u in USERS}
+    shared = {u: _paired([cells[u] for cells in seeds], "hardened", "control") for u in USERS}
     return {"per_seed": per_seed, "own_attack": own, "own_attack_hardened-control": unpaired, "shared_paired": shared}
 
 

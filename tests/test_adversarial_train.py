@@ -183,6 +183,17 @@ def test_harden_table_pairs_the_shared_users_and_pools_the_seeds(tmp_path):
     spec = importlib.util.spec_from_file_location("harden_table", ROOT / "scripts" / "harden_table.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+
+    def episode(agent, seed, success, contradiction_rate):  # a row as `dialog-env eval --out` writes it
+        rest = {"consistency": 0.0, "slots_discovered": 1, "turns": 2, "return": 0.0, "jga": 1.0, "outcome": "bye"}
+        return {
+            "agent": agent,
+            "seed": seed,
+            "success": bool(success),
+            "contradiction_rate": contradiction_rate,
+            **rest,
+        }
+
     success = {"fixed": [0, 0, 1, 1], "control": [0, 1, 0, 1], "hardened": [1, 1, 1, 1]}
     folders = []
     for k in range(2):
@@ -190,9 +201,7 @@ def test_harden_table_pairs_the_shared_users_and_pools_the_seeds(tmp_path):
             cell = tmp_path / f"s{k}" / user
             cell.mkdir(parents=True)
             rows = [
-                {"agent": a, "seed": i, "success": v, "contradiction_rate": 0.1 if a == "control" else 0.0}
-                for a, vs in success.items()
-                for i, v in enumerate(vs)
+                episode(a, i, v, 0.1 if a == "control" else 0.0) for a, vs in success.items() for i, v in enumerate(vs)
             ]
             (cell / "episodes.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
         folders.append(tmp_path / f"s{k}")
@@ -203,6 +212,6 @@ def test_harden_table_pairs_the_shared_users_and_pools_the_seeds(tmp_path):
     assert t["shared_paired"]["agenda"]["contradiction_rate"]["mean"] == pytest.approx(-0.1)
     assert t["own_attack"]["fixed"]["success"]["mean"] == pytest.approx(0.5)
     assert t["own_attack_hardened-control"]["success"]["mean"] == pytest.approx(0.5)
-    (tmp_path / "s1" / "r1" / "episodes.jsonl").write_text(json.dumps({"agent": "fixed", "seed": 0, "success": 1}))
+    (tmp_path / "s1" / "r1" / "episodes.jsonl").write_text(json.dumps(episode("fixed", 0, 1, 0.0)))
     with pytest.raises(SystemExit):
         script.main([str(f) for f in folders])  # agents missing: a clear error, not a KeyError
