@@ -29,7 +29,10 @@ class _TurnCounter(gym.Wrapper):
     """Counts each agent turn by its intents, the contradicting ones, and the user turn before them."""
 
     def __init__(self, env: gym.Env) -> None:
+        from rewards.builtin import consistency_counts
+
         super().__init__(env)
+        self._counts = consistency_counts
         self.acts: Counter[str] = Counter()
         self.contradicting: Counter[str] = Counter()
         self.after: Counter[str] = Counter()  # contradicting turns by the user intents they answered
@@ -41,13 +44,11 @@ class _TurnCounter(gym.Wrapper):
         return out
 
     def step(self, action: Any) -> Any:
-        from rewards.builtin import consistency_counts
-
         out = self.env.step(action)
         ctx = self.env.unwrapped.last_context
         key = "+".join(sorted({a.intent for a in ctx.agent_acts})) or "none"
         self.acts[key] += 1
-        if consistency_counts(ctx)[1]:
+        if self._counts(ctx)[1]:
             self.contradicting[key] += 1
             self.after[self._before] += 1
         self._before = self._user_intents()

@@ -43,6 +43,7 @@ class SB3Agent:
         self.core = agent_view(env)
         self._state: Any = None
         self._episode_start = True
+        self._shape_checked = False
         self.text_mode = self.core.text_actions
         self.encoder = None
         if self.text_mode:
@@ -58,12 +59,13 @@ class SB3Agent:
                 [np.asarray(obs, dtype=np.float32).ravel(), self.core.action_masks().astype(np.float32)]
             )
         want = self.model.observation_space.shape
-        if want is not None and np.shape(obs) != want:
+        if not self._shape_checked and want is not None and np.shape(obs) != want:
             raise ValueError(
                 f"sb3 model: trained on observations of shape {want}, this env gives {np.shape(obs)}; it was trained "
                 "on another env or world (models from before the observation gained the `challenge` user intent "
                 "have 354 values where PersonaRec-v0 now has 355): train it again on this env"
             )
+        self._shape_checked = True  # once a dialogue: the width does not change within one
         kwargs = {}
         if self.masked:
             kwargs["action_masks"] = self.core.action_masks() if self.text_mode else info["action_mask"]
