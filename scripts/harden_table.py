@@ -15,9 +15,13 @@ dialogue seeds. Printed (markdown) and written (``--out``, JSON):
    hardened − control against the agenda user and under each shared attack, paired over (seed,
    dialogue).
 
+3. across seeds: each seed's hardened − control (against the agenda user, paired; under each one's own
+   attack, unpaired) is one sample, and the table gives their mean with a Student-t 95% CI over the
+   seeds — the interval that covers the training seeds' spread.
+
 Means with 95% CI half-widths over dialogues (normal approximation); the pooled CIs count every
 (seed, dialogue) as one sample, so they cover the dialogue sampling, not the training seeds' spread —
-the per-seed rows show that.
+the per-seed rows and the across-seed rows show that.
 """
 
 from __future__ import annotations
@@ -36,6 +40,39 @@ USERS = ("agenda", "r1", "br_control", "br_hardened")
 AGENTS = ("fixed", "control", "hardened")
 OWN = {"fixed": "r1", "control": "br_control", "hardened": "br_hardened"}
 METRICS = ("success", "contradiction_rate")
+# Student-t 0.975 quantiles by degrees of freedom (1..30); above 30 the normal 1.96 is within 4%.
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def load(folder: Path) -> dict[str, list[Any]]:
@@ -73,6 +110,17 @@ def _paired(cells: list[dict[str, list[Any]]], a: str, b: str) -> dict[str, dict
     return {m: {**d[m], "n": len(first)} for m in METRICS}
 
 
+def across_seeds(values: list[float]) -> dict[str, float]:
+    """Mean of one value per training seed with a Student-t 95% CI half-width (NaN for a single seed)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "ci95": math.nan, "n": n}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = T975[n - 2] if n - 1 <= len(T975) else 1.96
+    return {"mean": mean, "ci95": t * sd / math.sqrt(n), "n": n}
+
+
 def table(folders: list[Path]) -> dict[str, Any]:
     """The per-seed and pooled figures."""
     seeds = [{u: load(f / u) for u in USERS} for f in folders]
@@ -98,7 +146,26 @@ def table(folders: list[Path]) -> dict[str, Any]:
         for m in METRICS
     }
     shared = {u: _paired([cells[u] for cells in seeds], "hardened", "control") for u in USERS}
-    return {"per_seed": per_seed, "own_attack": own, "own_attack_hardened-control": unpaired, "shared_paired": shared}
+    seed_own = [
+        {
+            m: _summary(cells["br_hardened"]["hardened"])[m]["mean"]
+            - _summary(cells["br_control"]["control"])[m]["mean"]
+            for m in METRICS
+        }
+        for cells in seeds
+    ]
+    seed_agenda = [s["users"]["agenda"]["hardened-control"] for s in per_seed]
+    seed_level = {
+        "own_attack": {m: across_seeds([d[m] for d in seed_own]) for m in METRICS},
+        "agenda": {m: across_seeds([d[m]["mean"] for d in seed_agenda]) for m in METRICS},
+    }
+    return {
+        "per_seed": per_seed,
+        "own_attack": own,
+        "own_attack_hardened-control": unpaired,
+        "shared_paired": shared,
+        "across_seeds": seed_level,
+    }
 
 
 def _f(d: dict[str, float], sign: bool = False) -> str:
@@ -130,6 +197,11 @@ def markdown(t: dict[str, Any]) -> str:
     )
     for u in USERS:
         lines.append(f"| hardened − control against {u} (paired) | {_pair(t['shared_paired'][u])} |")
+    n = t["across_seeds"]["agenda"]["success"]["n"]
+    lines += ["", f"| across {n} seeds (mean of per-seed differences, t 95% CI) | success | contradiction rate |"]
+    lines.append("|---|---|---|")
+    lines.append(f"| hardened − control, each under its own attack | {_pair(t['across_seeds']['own_attack'])} |")
+    lines.append(f"| hardened − control against agenda | {_pair(t['across_seeds']['agenda'])} |")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,14 @@ def test_harden_table_pairs_the_shared_users_and_pools_the_seeds(tmp_path):
     assert t["shared_paired"]["agenda"]["contradiction_rate"]["mean"] == pytest.approx(-0.1)
     assert t["own_attack"]["fixed"]["success"]["mean"] == pytest.approx(0.5)
     assert t["own_attack_hardened-control"]["success"]["mean"] == pytest.approx(0.5)
+    # across seeds: two identical seeds, so the per-seed differences agree and the t interval is 0
+    assert t["across_seeds"]["own_attack"]["success"]["mean"] == pytest.approx(0.5)
+    assert t["across_seeds"]["own_attack"]["success"]["ci95"] == pytest.approx(0.0)
+    assert t["across_seeds"]["agenda"]["contradiction_rate"]["mean"] == pytest.approx(-0.1)
+    assert t["across_seeds"]["agenda"]["success"]["n"] == 2
+    spread = script.across_seeds([1.0, 2.0, 3.0])  # sd 1 over 3 seeds: t(2) = 4.303
+    assert spread["mean"] == pytest.approx(2.0) and spread["ci95"] == pytest.approx(4.303 / 3**0.5)
+    assert math.isnan(script.across_seeds([1.0])["ci95"])
     (tmp_path / "s1" / "r1" / "episodes.jsonl").write_text(json.dumps(episode("fixed", 0, 1, 0.0)))
     with pytest.raises(SystemExit):
         script.main([str(f) for f in folders])  # agents missing: a clear error, not a KeyError
