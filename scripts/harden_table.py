@@ -13,11 +13,13 @@ dialogue seeds. Printed (markdown) and written (``--out``, JSON):
 2. pooled over the seeds: each assistant under its *own* attack (fixed: ``r1``, control:
    ``br_control``, hardened: ``br_hardened``; different users, so the difference is unpaired), and
    hardened − control against the agenda user and under each shared attack, paired over (seed,
-   dialogue).
-
-3. across seeds: each seed's hardened − control (against the agenda user, paired; under each one's own
-   attack, unpaired) is one sample, and the table gives their mean with a Student-t 95% CI over the
-   seeds — the interval that covers the training seeds' spread.
+   dialogue); hardened − fixed likewise (own attack, agenda user);
+3. the attack suite: every assistant against all three attacks of its seed (one trained against each
+   of the three assistants, so no assistant is spared its own), pooled and paired;
+4. across seeds: each seed's hardened − control (against the agenda user, paired; under each one's own
+   attack, unpaired; the attack suite, paired) and hardened − fixed (attack suite) is one sample, and
+   the table gives their mean with a Student-t 95% CI over the seeds — the interval that covers the
+   training seeds' spread.
 
 Means with 95% CI half-widths over dialogues (normal approximation); the pooled CIs count every
 (seed, dialogue) as one sample, so they cover the dialogue sampling, not the training seeds' spread —
@@ -138,14 +140,24 @@ def table(folders: list[Path]) -> dict[str, Any]:
         for folder, cells in zip(folders, seeds, strict=True)
     ]
     own = {a: _summary([r for cells in seeds for r in cells[OWN[a]][a]]) for a in AGENTS}
-    unpaired = {
-        m: {
-            "mean": own["hardened"][m]["mean"] - own["control"][m]["mean"],
-            "ci95": math.hypot(own["hardened"][m]["ci95"], own["control"][m]["ci95"]),
+
+    def unpaired(a: str, b: str) -> dict[str, dict[str, float]]:
+        return {
+            m: {
+                "mean": own[a][m]["mean"] - own[b][m]["mean"],
+                "ci95": math.hypot(own[a][m]["ci95"], own[b][m]["ci95"]),
+            }
+            for m in METRICS
         }
-        for m in METRICS
-    }
+
     shared = {u: _paired([cells[u] for cells in seeds], "hardened", "control") for u in USERS}
+    attacks = [cells[u] for cells in seeds for u in USERS if u != "agenda"]
+    suite = {f"{a}-{b}": _paired(attacks, a, b) for a, b in (("hardened", "control"), ("hardened", "fixed"))}
+    suite["of_each"] = {a: _summary([r for c in attacks for r in c[a]]) for a in AGENTS}
+    vs_fixed = {
+        "own_attack": unpaired("hardened", "fixed"),
+        "agenda": _paired([cells["agenda"] for cells in seeds], "hardened", "fixed"),
+    }
     seed_own = [
         {
             m: _summary(cells["br_hardened"]["hardened"])[m]["mean"]
@@ -155,15 +167,22 @@ def table(folders: list[Path]) -> dict[str, Any]:
         for cells in seeds
     ]
     seed_agenda = [s["users"]["agenda"]["hardened-control"] for s in per_seed]
+    seed_suite = {
+        f"attack_suite_{a}-{b}": [_paired([cells[u] for u in USERS if u != "agenda"], a, b) for cells in seeds]
+        for a, b in (("hardened", "control"), ("hardened", "fixed"))
+    }
     seed_level = {
         "own_attack": {m: across_seeds([d[m] for d in seed_own]) for m in METRICS},
         "agenda": {m: across_seeds([d[m]["mean"] for d in seed_agenda]) for m in METRICS},
+        **{k: {m: across_seeds([d[m]["mean"] for d in v]) for m in METRICS} for k, v in seed_suite.items()},
     }
     return {
         "per_seed": per_seed,
         "own_attack": own,
-        "own_attack_hardened-control": unpaired,
+        "own_attack_hardened-control": unpaired("hardened", "control"),
         "shared_paired": shared,
+        "hardened-fixed": vs_fixed,
+        "attack_suite": suite,
         "across_seeds": seed_level,
     }
 
@@ -197,11 +216,23 @@ def markdown(t: dict[str, Any]) -> str:
     )
     for u in USERS:
         lines.append(f"| hardened − control against {u} (paired) | {_pair(t['shared_paired'][u])} |")
+    v = t["hardened-fixed"]
+    lines.append(f"| hardened − fixed, each under its own attack (unpaired) | {_pair(v['own_attack'])} |")
+    lines.append(f"| hardened − fixed against agenda (paired) | {_pair(v['agenda'])} |")
+    lines += ["", "| attack suite (all three attacks of each seed, pooled) | success | contradiction rate |"]
+    lines.append("|---|---|---|")
+    for a in AGENTS:
+        o = t["attack_suite"]["of_each"][a]
+        lines.append(f"| {a} | {_f(o['success'])} | {_f(o['contradiction_rate'])} |")
+    for k in ("hardened-control", "hardened-fixed"):
+        lines.append(f"| {k.replace('-', ' − ')} (paired) | {_pair(t['attack_suite'][k])} |")
     n = t["across_seeds"]["agenda"]["success"]["n"]
     lines += ["", f"| across {n} seeds (mean of per-seed differences, t 95% CI) | success | contradiction rate |"]
     lines.append("|---|---|---|")
     lines.append(f"| hardened − control, each under its own attack | {_pair(t['across_seeds']['own_attack'])} |")
     lines.append(f"| hardened − control against agenda | {_pair(t['across_seeds']['agenda'])} |")
+    for k in ("hardened-control", "hardened-fixed"):
+        lines.append(f"| {k.replace('-', ' − ')}, attack suite | {_pair(t['across_seeds']['attack_suite_' + k])} |")
     return "\n".join(lines)
 
 

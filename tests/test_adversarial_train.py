@@ -213,6 +213,12 @@ def test_harden_table_pairs_the_shared_users_and_pools_the_seeds(tmp_path):
     assert t["shared_paired"]["agenda"]["contradiction_rate"]["mean"] == pytest.approx(-0.1)
     assert t["own_attack"]["fixed"]["success"]["mean"] == pytest.approx(0.5)
     assert t["own_attack_hardened-control"]["success"]["mean"] == pytest.approx(0.5)
+    assert t["hardened-fixed"]["agenda"]["success"]["mean"] == pytest.approx(0.5)
+    assert t["hardened-fixed"]["own_attack"]["success"]["mean"] == pytest.approx(0.5)
+    suite = t["attack_suite"]  # three attacks a seed, two seeds, four dialogues each, paired
+    assert suite["hardened-fixed"]["success"]["n"] == 24
+    assert suite["hardened-control"]["contradiction_rate"]["mean"] == pytest.approx(-0.1)
+    assert suite["of_each"]["control"]["success"]["mean"] == pytest.approx(0.5)
     # across seeds: two identical seeds, so the per-seed differences agree and the t interval is 0
     assert t["across_seeds"]["own_attack"]["success"]["mean"] == pytest.approx(0.5)
     assert t["across_seeds"]["own_attack"]["success"]["ci95"] == pytest.approx(0.0)
