@@ -13,7 +13,8 @@
 3. **evaluation** on ``eval_split`` personas (fixed seeds): the assistant before and after its update
    against the round's adversary, and after it against the agenda user.
 
-Every round is written whole before it counts (``rounds/round_<k>/{adversary,assistant}.zip``, then
+Every round is written whole before it counts (``rounds/round_<k>/{adversary,assistant}.zip``, with
+``reward_states.pkl`` when the assistant's reward has a learned term such as the discriminator, then
 ``state.json``); ``metrics.json``, TensorBoard scalars (``tb/``) and ``rounds.png`` follow the rounds.
 ``--resume RUN`` continues after the last complete round (``--rounds`` may raise the total). The
 final assistant is ``final_model.zip`` (``sb3:<run>``), the final adversary ``adversary.zip``
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import random
 from collections.abc import Sequence
 from contextlib import closing
@@ -50,6 +52,8 @@ ADVERSARY_HYPERPARAMS: dict[str, Any] = {
 
 METRICS = ("success", "contradiction_rate", "return", "turns")
 EVAL_SEED = 20_000
+REWARD_STATES = "reward_states.pkl"
+"""File of a round with the assistant's learned reward terms (a discriminator's state), when it has any."""
 """First seed of the evaluation dialogues (the same every round, so rounds compare)."""
 
 
@@ -267,7 +271,8 @@ def train_adversarial(
 
     from agents.sb3.checkpoints import atomic_save_model
     from agents.sb3.config import load_hyperparams
-    from dialog_env.io import atomic_write_json, atomic_write_text
+    from dialog_env.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from rewards.learned import clear_reward_states, restore_reward_states, reward_states
 
     run = Path(run_dir)
     state_path, metrics_path = run / "state.json", run / "metrics.json"
@@ -291,8 +296,12 @@ def train_adversarial(
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {"rounds": []}
     metrics["rounds"] = [r for r in metrics["rounds"] if r["round"] <= state["rounds_done"]]  # drop a partial round
     done = state["rounds_done"]
+    clear_reward_states()  # learned reward terms start untrained, or come back with the last round
     if done:
         print(f"resuming {run} after round {done} of {cfg.rounds}", flush=True)
+        saved_terms = run / f"rounds/round_{done}/{REWARD_STATES}"
+        if saved_terms.is_file():
+            restore_reward_states(pickle.loads(saved_terms.read_bytes()))
         assistant = MaskablePPO.load(run / f"rounds/round_{done}/assistant.zip", device="cpu")
         adversary = MaskablePPO.load(run / f"rounds/round_{done}/adversary.zip", device="cpu")
     elif cfg.assistant:
@@ -357,6 +366,9 @@ def train_adversarial(
                 "assistant_timesteps": int(assistant.num_timesteps),
                 "adversary_timesteps": int(adversary.num_timesteps),
             }
+            terms = reward_states()  # the assistant's learned reward terms (a discriminator), if any
+            if terms:
+                atomic_write_bytes(folder / REWARD_STATES, pickle.dumps(terms))
             metrics["rounds"].append(row)
             for key in ("before_vs_adversary", "after_vs_adversary", "after_vs_agenda"):
                 for m in METRICS:

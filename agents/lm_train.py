@@ -51,6 +51,7 @@ from dialog_env.io import atomic_write_text
 from dialog_env.lm import DEFAULT_MODEL, resolve_model_path
 from dialog_env.persona import SPLITS
 from rewards.compose import reward_specs_from_config
+from rewards.learned import clear_reward_states
 
 MODES = ("multi", "branch", "single")
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo")
@@ -368,6 +369,7 @@ def train_lm(cfg: LMTrainConfig, run_dir: str | Path | None = None, resume: bool
     dialog_env.ENV_IDS  # noqa: B018 - registers the environments
     run = Path(run_dir) if run_dir is not None else Path(cfg.run_root) / run_name(cfg.exp_name, cfg.seed)
     checkpoint = open_run(cfg, run, resume, LMConfigError)
+    clear_reward_states()  # learned reward terms start untrained, or come back from the checkpoint
     trainer = build_trainer(cfg, run)
     train_interruptibly(trainer, run, checkpoint, f"dialog-env train lm --resume {run}")
     if trainer.accelerator.is_main_process:

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from rewards.learned import restore_reward_states, reward_states
+
 
 def unpadded_span(mask_row: torch.Tensor) -> tuple[int, int] | None:
     """``(start, end)`` of a row's real tokens when they are contiguous, else ``None``."""
@@ -64,7 +66,7 @@ def greedy_advantages(returns: Sequence[float], baselines: Sequence[float], grou
 
 
 ROLLOUT_STATE = "rollout_state.pt"
-"""File of a GRPO checkpoint with the buffered rollouts and the micro-step counter."""
+"""File of a GRPO checkpoint with the buffered rollouts, the micro-step counter and the learned reward terms."""
 
 
 class DialogueGRPOTrainer(GRPOTrainer):
@@ -87,12 +89,16 @@ class DialogueGRPOTrainer(GRPOTrainer):
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # The rollouts still to be trained on (num_iterations > 1) and the micro-step counter that says
         # when to sample new ones: without them a resume would sample afresh mid-cycle and train on
-        # other dialogues than the uninterrupted run. Written before the Trainer's files, whose
+        # other dialogues than the uninterrupted run. The learned reward terms (the discriminator) too:
+        # without them a resume would score with an untrained one. Written before the Trainer's files, whose
         # trainer_state.json (last) marks the checkpoint complete.
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
-            torch.save({"step": self._step, "buffered_inputs": self._buffered_inputs}, folder / ROLLOUT_STATE)
+            torch.save(
+                {"step": self._step, "buffered_inputs": self._buffered_inputs, "reward_states": reward_states()},
+                folder / ROLLOUT_STATE,
+            )
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
@@ -101,6 +107,7 @@ class DialogueGRPOTrainer(GRPOTrainer):
         if path is not None and path.is_file():
             state = torch.load(path, map_location=self.accelerator.device, weights_only=False)
             self._step, self._buffered_inputs = state["step"], state["buffered_inputs"]
+            restore_reward_states(state.get("reward_states", []))
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)

@@ -16,6 +16,12 @@ plays in act mode on ``split`` personas when the reward is built.
 Envs of one process built with the same arguments share one discriminator (so a vectorised SB3 run
 trains one model on every env's turns). Under ``SubprocVecEnv`` each process has its own.
 
+It is state that training must not lose: :func:`reward_states` returns every discriminator of the
+process (weights, optimiser, the kept policy turns, counters, random generator) and
+:func:`restore_reward_states` puts them back, so the trainers' checkpoints (SB3's ``train sb3``, GRPO's
+``train lm``, ``train adversarial``) carry it and a resumed run is the uninterrupted one.
+:func:`clear_reward_states` forgets them, so a fresh run starts from an untrained discriminator.
+
 Use as a weighted term::
 
     reward_weights = {**DEFAULT_WEIGHTS, "rewards.learned:DiscriminatorReward": {"weight": 1.0, "kwargs": {}}}
@@ -202,6 +208,42 @@ class DiscriminatorReward:
             self.update()
         return [float(np.clip(v, -self.clip, self.clip)) for v in logits]
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that changes as it learns: weights, optimiser, kept policy turns, counters, generator."""
+        import copy
+
+        n = min(self.n_policy, len(self.policy))
+        return {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "opt": copy.deepcopy(self.opt.state_dict()),
+            "policy": self.policy[:n].copy(),
+            "n_policy": self.n_policy,
+            "since_update": self.since_update,
+            "updates": self.updates,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back a :meth:`state_dict` (of a discriminator built with the same arguments).
+
+        Raises:
+            ValueError: The kept turns do not fit this discriminator's buffer or features.
+        """
+        rows = np.asarray(state["policy"], dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.policy.shape[1] or len(rows) > len(self.policy):
+            raise ValueError(
+                f"discriminator state: kept turns of shape {rows.shape} do not fit a buffer of {self.policy.shape}"
+            )
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.policy[:] = 0.0
+        self.policy[: len(rows)] = rows
+        self.n_policy, self.since_update, self.updates = (
+            int(state[k]) for k in ("n_policy", "since_update", "updates")
+        )
+        self.rng.bit_generator.state = state["rng"]
+        self._sync()
+
     def update(self) -> float:
         """A few gradient steps of teacher turns (label 1) against kept policy turns (label 0); returns the loss."""
         import torch
@@ -228,3 +270,27 @@ class DiscriminatorReward:
 
 def _rebuild(kwargs: dict[str, Any]) -> DiscriminatorReward:
     return DiscriminatorReward(**kwargs)
+
+
+def reward_states() -> list[dict[str, Any]]:
+    """The state of every discriminator built in this process, each with the arguments that build it."""
+    with _LOCK:
+        built = [inst for inst in _SHARED.values() if inst._built]
+    return [{"kwargs": dict(inst._kwargs), "state": inst.state_dict()} for inst in built]
+
+
+def restore_reward_states(states: Sequence[dict[str, Any]]) -> int:
+    """Build (or find) each saved discriminator and load its state; returns how many were restored.
+
+    Raises:
+        ValueError: A state that does not fit the discriminator its arguments build.
+    """
+    for saved in states:
+        DiscriminatorReward(**saved["kwargs"]).load_state_dict(saved["state"])
+    return len(states)
+
+
+def clear_reward_states() -> None:
+    """Forget this process's discriminators: envs built afterwards start untrained ones."""
+    with _LOCK:
+        _SHARED.clear()

@@ -155,6 +155,29 @@ def test_the_channel_noise_reaches_both_sides_training_envs():
     assert [e.unwrapped.noise for e in assistant_side.envs] == [0.15, 0.15]
 
 
+def test_resume_keeps_the_assistants_learned_reward_term(tmp_path):
+    """An assistant rewarded by the discriminator: each round keeps its state, so a resume is the uninterrupted run."""
+    from agents.sb3.policy import load_model
+
+    disc = {"episodes": 20, "update_every": 64, "steps": 4, "batch": 32, "seed": 3}
+    weights = json.dumps({"task_success": 20, "discriminator": {"weight": 1.0, "kwargs": disc}})
+    small = {"adversary_steps": 256, "assistant_steps": 512, "eval_episodes": 3, "n_envs": 2}
+    reference = train_adversarial(
+        AdversarialConfig(rounds=2, assistant_reward_weights=weights, **small), tmp_path / "reference"
+    )
+    run = tmp_path / "adv"
+    train_adversarial(AdversarialConfig(rounds=1, assistant_reward_weights=weights, **small), run)
+    assert (run / "rounds" / "round_1" / "reward_states.pkl").is_file()
+    train_adversarial(None, run, resume=True, rounds=2)
+    got, want = (
+        load_model(run / "final_model.zip", "maskable_ppo"),
+        load_model(reference / "final_model.zip", "maskable_ppo"),
+    )
+    a, b = got.policy.state_dict(), want.policy.state_dict()
+    assert all((a[k] == b[k]).all() for k in a)
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())
+
+
 def test_the_control_never_meets_an_adversary_and_reward_weights_reach_the_assistant():
     """agenda_fraction 1: the same schedule against the agenda user only; assistant_reward_weights: its reward."""
     from agents.adversarial import PoolUser, _assistant_envs

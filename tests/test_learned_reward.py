@@ -74,3 +74,30 @@ def test_envs_of_one_process_share_one_discriminator_and_pickling_keeps_it():
 def test_bad_arguments(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         gym.make(ACT_ID, reward_weights={"discriminator": {"weight": 1.0, "kwargs": {**SMALL, **kwargs}}})
+
+
+def test_its_state_round_trips_and_a_cleared_process_starts_untrained():
+    """reward_states / restore_reward_states carry what it learned; clear_reward_states forgets it."""
+    from rewards.learned import clear_reward_states, restore_reward_states, reward_states
+
+    clear_reward_states()
+    kwargs = {**SMALL, "seed": 11}
+    env = gym.make(ACT_ID, split="train", reward_weights={"discriminator": {"weight": 1.0, "kwargs": kwargs}})
+    play(env, "random", 60, seed=300)
+    disc = env.unwrapped.reward_fn.terms[-1][1]
+    assert disc.updates >= 1
+    saved = reward_states()
+    probe = np.stack([disc.policy[0], disc.demos[0]])
+    want = disc.logits(probe)
+    clear_reward_states()
+    fresh = DiscriminatorReward(**kwargs)
+    assert fresh is not disc and fresh.updates == 0 and not np.allclose(fresh.logits(probe), want)
+    assert restore_reward_states(pickle.loads(pickle.dumps(saved))) == 1
+    assert fresh.updates == disc.updates and fresh.n_policy == disc.n_policy
+    np.testing.assert_array_equal(fresh.logits(probe), want)
+    # both go on alike: the same kept turns, optimiser and generator
+    assert disc.update() == pytest.approx(fresh.update())
+    bad = {**saved[0]["state"], "policy": np.zeros((3, 5), dtype=np.float32)}
+    with pytest.raises(ValueError, match="discriminator state: kept turns"):
+        fresh.load_state_dict(bad)
+    clear_reward_states()

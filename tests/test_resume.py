@@ -3,8 +3,10 @@ checkpoint, and SIGINT/SIGTERM that save and print the resume command (SB3 and t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import pickle
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agents.sb3 import callbacks as sb3_callbacks
 from agents.sb3.checkpoints import scan_checkpoints
@@ -92,6 +95,35 @@ def test_sb3_resume_after_a_crash_is_the_uninterrupted_run(sb3_reference, tmp_pa
     assert evals(run) == evals(sb3_reference[algo])
     # The best model is the uninterrupted run's, not one from the discarded part.
     assert same_weights(load_model(run / "best_model.zip"), load_model(sb3_reference[algo] / "best_model.zip")) == 0.0
+
+
+DISC = {"episodes": 20, "update_every": 64, "steps": 4, "batch": 32, "seed": 5}
+
+
+def test_sb3_resume_keeps_the_learned_reward_term(tmp_path, monkeypatch):
+    """A run rewarded by the discriminator: the checkpoint carries its state, so the resume is the uninterrupted run."""
+    from rewards import DEFAULT_WEIGHTS
+    from rewards.learned import reward_states
+
+    weights = {**DEFAULT_WEIGHTS, "discriminator": {"weight": 1.0, "kwargs": DISC}}
+    cfg = dataclasses.replace(sb3_config("maskable_ppo"), reward_weights=weights, total_timesteps=768)
+    ref = sb3_train.train(cfg, tmp_path / "ref")
+    ref_disc = reward_states()[0]["state"]
+    run = tmp_path / "run"
+    crash_at(monkeypatch, 600)
+    with pytest.raises(Crash):
+        sb3_train.train(cfg, run)  # a fresh run: the reference's discriminator is forgotten, not continued
+    monkeypatch.undo()
+    (step,) = [max(scan_checkpoints(run).complete)]
+    saved = pickle.loads((run / "checkpoints" / f"step_{step}.state.pkl").read_bytes())["reward_states"]
+    assert [s["state"]["updates"] for s in next(iter(saved["states"].values()))] != [0]  # it had learned
+    sb3_train.resume(run)
+    assert same_weights(load_model(run / "final_model.zip"), load_model(ref / "final_model.zip")) == 0.0
+    assert evals(run) == evals(ref)
+    got_disc = reward_states()[0]["state"]
+    assert got_disc["updates"] == ref_disc["updates"] > 0 and got_disc["n_policy"] == ref_disc["n_policy"]
+    for k, v in ref_disc["net"].items():
+        assert torch.equal(got_disc["net"][k], v)
 
 
 def test_sb3_run_killed_before_its_first_checkpoint_starts_over(sb3_reference, tmp_path, monkeypatch, capsys):
@@ -319,6 +351,34 @@ def test_grpo_resume_mid_cycle_is_the_uninterrupted_run(tiny, tmp_path, monkeypa
     log = json.loads((run / "train_log.json").read_text())
     ref_log = json.loads((ref / "train_log.json").read_text())
     assert [e["step"] for e in log] == [e["step"] for e in ref_log]
+    np.testing.assert_allclose([e["reward"] for e in log], [e["reward"] for e in ref_log], rtol=1e-5)
+
+
+def test_grpo_resume_keeps_the_learned_reward_term(tiny, tmp_path, monkeypatch):
+    """GRPO rewarded by the discriminator: the checkpoint carries its state, so later rollouts score the same."""
+    from agents.lm_train import resume_lm, train_lm
+    from rewards import DEFAULT_WEIGHTS
+    from rewards.learned import reward_states
+
+    disc = {**DISC, "update_every": 4}
+    cfg = dataclasses.replace(
+        grpo_config(tiny), reward_weights={**DEFAULT_WEIGHTS, "discriminator": {"weight": 1.0, "kwargs": disc}}
+    )
+    ref = train_lm(cfg, tmp_path / "ref")
+    ref_updates = reward_states()[0]["state"]["updates"]
+    run = tmp_path / "run"
+    lm_crash_at(monkeypatch, 2)  # after checkpoint-1; the rollouts of step 3 are scored after the resume
+    with pytest.raises(Crash):
+        train_lm(cfg, run)
+    monkeypatch.undo()
+    saved = torch.load(run / "checkpoints" / "checkpoint-1" / "rollout_state.pt", weights_only=False)
+    assert saved["reward_states"][0]["state"]["updates"] > 0  # it had learned before the checkpoint
+    resume_lm(run)
+    assert reward_states()[0]["state"]["updates"] == ref_updates
+    got, want = final_weights(run), final_weights(ref)
+    assert max(float(np.abs(got[k] - want[k]).max()) for k in want) < 1e-5
+    log = json.loads((run / "train_log.json").read_text())
+    ref_log = json.loads((ref / "train_log.json").read_text())
     np.testing.assert_allclose([e["reward"] for e in log], [e["reward"] for e in ref_log], rtol=1e-5)
 
 

@@ -128,6 +128,29 @@ def _snapshot_envs(venv: VecEnv) -> list[bytes] | None:
         return None
 
 
+def _reward_states(venv: VecEnv) -> dict[str, Any] | None:
+    """Learned reward terms' states, once per process the envs run in, and which process each env was in."""
+    try:
+        per_env = venv.env_method("reward_states")
+    except AttributeError:  # envs without the training wrapper: nothing to keep
+        return None
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for pid, states in per_env:
+        by_pid.setdefault(pid, states)
+    if not any(by_pid.values()):
+        return None
+    return {"states": by_pid, "env_pid": [pid for pid, _ in per_env]}
+
+
+def restore_reward_states(venv: VecEnv, saved: dict[str, Any]) -> None:
+    """Load what :func:`save_checkpoint` kept of the learned reward terms into the envs' processes."""
+    env_pid = saved["env_pid"]
+    if len(env_pid) != venv.num_envs:
+        raise ValueError(f"checkpoint: learned reward states of {len(env_pid)} envs for {venv.num_envs} envs")
+    for i, pid in enumerate(env_pid):  # envs sharing a process load the same state into the same terms again
+        venv.env_method("restore_reward_states", saved["states"][pid], indices=[i])
+
+
 def _rng_state(model: BaseAlgorithm) -> dict[str, Any]:
     import torch
 
@@ -210,6 +233,7 @@ def save_checkpoint(model: BaseAlgorithm, venv: VecEnv, run_dir: Path, metrics: 
         "rng": _rng_state(model),
         "metrics": metrics,
         "runtime": _runtime_state(model),
+        "reward_states": _reward_states(venv),
     }
     atomic_write_bytes(folder / f"step_{step}.state.pkl", pickle.dumps(state))  # last: marks it complete
     scan = scan_checkpoints(run_dir)

@@ -27,6 +27,7 @@ from agents.sb3.checkpoints import (
     clean_run,
     load_state,
     restore_best_model,
+    restore_reward_states,
     restore_rng,
     restore_runtime,
 )
@@ -38,6 +39,7 @@ from dialog_env.evaluation import evaluate, summarize
 from dialog_env.interrupt import TrainingInterrupted, stop_on_signals
 from dialog_env.io import atomic_write_text
 from dialog_env.wrappers import ActionMaskObservation, DiscreteActsWrapper, PreviousActionReward, RewardTermStats
+from rewards.learned import clear_reward_states
 
 # -- environments ------------------------------------------------------------------------------
 
@@ -50,6 +52,20 @@ class Snapshot(gym.Wrapper):
         import cloudpickle
 
         return cloudpickle.dumps(self)
+
+    def reward_states(self) -> tuple[int, list[dict[str, Any]]]:
+        """This process's id and its learned reward terms' states (:func:`rewards.learned.reward_states`)."""
+        import os
+
+        from rewards.learned import reward_states
+
+        return os.getpid(), reward_states()
+
+    def restore_reward_states(self, states: list[dict[str, Any]]) -> int:
+        """Load saved learned-reward states into this process's terms (``rewards.learned.restore_reward_states``)."""
+        from rewards.learned import restore_reward_states
+
+        return restore_reward_states(states)
 
 
 def _wrap_for_sb3(env: gym.Env, previous_action_reward: bool = False, mask_in_observation: bool = False) -> gym.Env:
@@ -228,6 +244,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     resolved = {**dataclasses.asdict(cfg), "resolved_hyperparams": hp}
     atomic_write_text(run / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    clear_reward_states()  # a fresh run starts untrained learned reward terms, whatever ran before in this process
     try:
         return _learn(cfg, hp, run, _fresh_metrics(cfg, resolved), checkpoint=None)
     except ConfigError:  # rejected before any training: leave no run behind that would block a corrected rerun
@@ -263,6 +280,7 @@ def resume(run_dir: str | Path, total_timesteps: int | None = None, progress_bar
     cfg.validate()
     resolved["resolved_hyperparams"] = hp
     ckpt = clean_run(run).latest
+    clear_reward_states()  # learned reward terms come back from the checkpoint, not from this process's past
     if ckpt is None:
         print(f"resuming {run}: no complete checkpoint yet, starting over", flush=True)
         (run / "best_model.zip").unlink(missing_ok=True)
@@ -301,6 +319,8 @@ def _learn(
     )
     algo_cls = ALGOS[cfg.algo]
     try:
+        if state and state.get("reward_states"):
+            restore_reward_states(venv, state["reward_states"])
         if checkpoint is None:
             try:
                 algo = algo_cls(
