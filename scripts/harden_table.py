@@ -188,7 +188,8 @@ def table(folders: list[Path]) -> dict[str, Any]:
 
 
 def _f(d: dict[str, float], sign: bool = False) -> str:
-    return f"{d['mean']:+.3f} ± {d['ci95']:.3f}" if sign else f"{d['mean']:.3f} ± {d['ci95']:.3f}"
+    ci = "(one seed: no CI)" if math.isnan(d["ci95"]) else f"± {d['ci95']:.3f}"
+    return f"{d['mean']:+.3f} {ci}" if sign else f"{d['mean']:.3f} {ci}"
 
 
 def _pair(d: dict[str, dict[str, float]]) -> str:
