@@ -52,9 +52,9 @@ ADVERSARY_HYPERPARAMS: dict[str, Any] = {
 
 METRICS = ("success", "contradiction_rate", "return", "turns")
 EVAL_SEED = 20_000
+"""First seed of the evaluation dialogues (the same every round, so rounds compare)."""
 REWARD_STATES = "reward_states.pkl"
 """File of a round with the assistant's learned reward terms (a discriminator's state), when it has any."""
-"""First seed of the evaluation dialogues (the same every round, so rounds compare)."""
 
 
 class AdversarialError(ValueError):

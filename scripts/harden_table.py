@@ -43,38 +43,9 @@ AGENTS = ("fixed", "control", "hardened")
 OWN = {"fixed": "r1", "control": "br_control", "hardened": "br_hardened"}
 METRICS = ("success", "contradiction_rate")
 # Student-t 0.975 quantiles by degrees of freedom (1..30); above 30 the normal 1.96 is within 4%.
-T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
+        2.042)  # fmt: skip
 
 
 def load(folder: Path) -> dict[str, list[Any]]:
@@ -159,13 +130,10 @@ def table(folders: list[Path]) -> dict[str, Any]:
         "agenda": _paired([cells["agenda"] for cells in seeds], "hardened", "fixed"),
     }
     seed_own = [
-        {
-            m: _summary(cells["br_hardened"]["hardened"])[m]["mean"]
-            - _summary(cells["br_control"]["control"])[m]["mean"]
-            for m in METRICS
-        }
-        for cells in seeds
-    ]
+        {m: s["users"]["br_hardened"]["hardened"][m]["mean"] - s["users"]["br_control"]["control"][m]["mean"]
+         for m in METRICS}
+        for s in per_seed
+    ]  # fmt: skip
     seed_agenda = [s["users"]["agenda"]["hardened-control"] for s in per_seed]
     seed_suite = {
         f"attack_suite_{a}-{b}": [_paired([cells[u] for u in USERS if u != "agenda"], a, b) for cells in seeds]

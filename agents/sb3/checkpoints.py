@@ -129,26 +129,26 @@ def _snapshot_envs(venv: VecEnv) -> list[bytes] | None:
 
 
 def _reward_states(venv: VecEnv) -> dict[str, Any] | None:
-    """Learned reward terms' states, once per process the envs run in, and which process each env was in."""
+    """Learned reward terms' states, read once per process the envs run in, and which process each env was in."""
     try:
-        per_env = venv.env_method("reward_states")
+        env_pid = venv.env_method("process_id")
     except AttributeError:  # envs without the training wrapper: nothing to keep
         return None
-    by_pid: dict[int, list[dict[str, Any]]] = {}
-    for pid, states in per_env:
-        by_pid.setdefault(pid, states)
+    by_pid = {pid: venv.env_method("reward_states", indices=[env_pid.index(pid)])[0] for pid in dict.fromkeys(env_pid)}
     if not any(by_pid.values()):
         return None
-    return {"states": by_pid, "env_pid": [pid for pid, _ in per_env]}
+    return {"states": by_pid, "env_pid": env_pid}
 
 
-def restore_reward_states(venv: VecEnv, saved: dict[str, Any]) -> None:
-    """Load what :func:`save_checkpoint` kept of the learned reward terms into the envs' processes."""
+def restore_env_reward_states(venv: VecEnv, saved: dict[str, Any]) -> None:
+    """Load what :func:`save_checkpoint` kept of the learned reward terms, once into each process the envs run in."""
     env_pid = saved["env_pid"]
     if len(env_pid) != venv.num_envs:
         raise ValueError(f"checkpoint: learned reward states of {len(env_pid)} envs for {venv.num_envs} envs")
-    for i, pid in enumerate(env_pid):  # envs sharing a process load the same state into the same terms again
-        venv.env_method("restore_reward_states", saved["states"][pid], indices=[i])
+    now = venv.env_method("process_id")
+    for pid in dict.fromkeys(now):
+        i = now.index(pid)  # the first env of this process; its process then says which state it had
+        venv.env_method("restore_reward_states", saved["states"][env_pid[i]], indices=[i])
 
 
 def _rng_state(model: BaseAlgorithm) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from agents.sb3.checkpoints import (
     clean_run,
     load_state,
     restore_best_model,
-    restore_reward_states,
+    restore_env_reward_states,
     restore_rng,
     restore_runtime,
 )
@@ -39,7 +40,7 @@ from dialog_env.evaluation import evaluate, summarize
 from dialog_env.interrupt import TrainingInterrupted, stop_on_signals
 from dialog_env.io import atomic_write_text
 from dialog_env.wrappers import ActionMaskObservation, DiscreteActsWrapper, PreviousActionReward, RewardTermStats
-from rewards.learned import clear_reward_states
+from rewards.learned import clear_reward_states, restore_reward_states, reward_states
 
 # -- environments ------------------------------------------------------------------------------
 
@@ -53,18 +54,16 @@ class Snapshot(gym.Wrapper):
 
         return cloudpickle.dumps(self)
 
-    def reward_states(self) -> tuple[int, list[dict[str, Any]]]:
-        """This process's id and its learned reward terms' states (:func:`rewards.learned.reward_states`)."""
-        import os
+    def process_id(self) -> int:
+        """The process the env runs in (envs of one process share their learned reward terms)."""
+        return os.getpid()
 
-        from rewards.learned import reward_states
-
-        return os.getpid(), reward_states()
+    def reward_states(self) -> list[dict[str, Any]]:
+        """This process's learned reward terms' states (:func:`rewards.learned.reward_states`)."""
+        return reward_states()
 
     def restore_reward_states(self, states: list[dict[str, Any]]) -> int:
         """Load saved learned-reward states into this process's terms (``rewards.learned.restore_reward_states``)."""
-        from rewards.learned import restore_reward_states
-
         return restore_reward_states(states)
 
 
@@ -320,7 +319,7 @@ def _learn(
     algo_cls = ALGOS[cfg.algo]
     try:
         if state and state.get("reward_states"):
-            restore_reward_states(venv, state["reward_states"])
+            restore_env_reward_states(venv, state["reward_states"])
         if checkpoint is None:
             try:
                 algo = algo_cls(
